@@ -1,0 +1,63 @@
+"""Cosine-shaped schedules."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from optstrat._validate import check_int, check_number
+from optstrat.config import register
+from optstrat.schedules._base import Schedule, StepArray
+
+__all__ = ["CosineDecay", "half_cosine"]
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)
+
+
+def half_cosine(step: StepArray, fraction: Any) -> Any:
+    """Return (1 + cos(pi * fraction)) / 2: 1 at fraction 0, 0 at fraction 1."""
+    return 0.5 * (1.0 + step.xp.cos(math.pi * fraction))
+
+
+@register("cosine_decay")
+@dataclass(frozen=True)
+class CosineDecay(Schedule):
+    """Half-cosine decay from ``init_value`` to ``end_value`` over ``decay_steps``, then held.
+
+    With c = min(t, decay_steps):
+    value(t) = end_value + (init_value - end_value) * ((1 + cos(pi * c / decay_steps)) / 2) ** exponent
+
+    Reproduces ``optax.cosine_decay_schedule(init_value, decay_steps,
+    alpha=end_value / init_value, exponent)``; ``keras.optimizers.schedules.CosineDecay(
+    initial_learning_rate, decay_steps, alpha=end_value / init_value)``; and
+    ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=decay_steps,
+    eta_min=end_value)`` for t <= T_max (torch rises again after T_max, this
+    schedule holds ``end_value``).
+
+    >>> CosineDecay(init_value=1.0, decay_steps=4, end_value=0.1)(2)
+    0.55
+    """
+
+    init_value: float
+    decay_steps: int
+    end_value: float = 0.0
+    exponent: float = 1.0
+
+    def __post_init__(self) -> None:
+        _set(self, "init_value", check_number("init_value", self.init_value))
+        _set(self, "decay_steps", check_int("decay_steps", self.decay_steps, low=1))
+        _set(self, "end_value", check_number("end_value", self.end_value))
+        _set(self, "exponent", check_number("exponent", self.exponent, low=0.0, low_inclusive=False))
+
+    def _evaluate(self, step: StepArray) -> Any:
+        count = step.clamp(high=self.decay_steps)
+        cosine = half_cosine(step, step.fraction(count, self.decay_steps))
+        if self.exponent != 1.0:
+            cosine = cosine**self.exponent
+        return self.end_value + (self.init_value - self.end_value) * cosine
+
+    def _horizon(self) -> int | None:
+        return self.decay_steps
