@@ -12,8 +12,8 @@ from optstrat.config import to_config
 
 __all__ = ["Schedule", "StepArray"]
 
-# Python ints at or above this are clamped to the schedule's horizon (or evaluated
-# in float64 when the schedule has none) because NumPy's int64 cannot hold them.
+# Python ints at or above this, on a schedule with no horizon, are evaluated in
+# float64 because NumPy's int64 cannot hold every such int.
 _LARGEST_EXACT_STEP = 2**62
 
 
@@ -127,19 +127,19 @@ class Schedule:
                 raise ValueError(f"step must be a finite number >= 0, got {step!r}")
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step!r}")
+        horizon = self._horizon()
         if isinstance(step, (float, np.floating)):
-            count = np.asarray(step, dtype=np.float64)
+            count = np.asarray(step if horizon is None else min(step, horizon), dtype=np.float64)
         else:
-            count = np.asarray(self._reduce_large_step(int(step)))
+            count = np.asarray(self._reduce_large_step(int(step), horizon))
         prepared = StepArray(count, np, np.float64, "cpu")
         return float(self._evaluate(prepared))
 
-    def _reduce_large_step(self, step: int) -> int | float:
-        if step < _LARGEST_EXACT_STEP:
-            return step
-        horizon = self._horizon()
+    def _reduce_large_step(self, step: int, horizon: int | None) -> int | float:
         if horizon is not None:
             return min(step, horizon)
+        if step < _LARGEST_EXACT_STEP:
+            return step
         # NOTE: a step of 2**62 or more on a schedule with no final value is evaluated
         # in float64, so its integer parts (staircase floors, cycle indices) are rounded.
         return float(step)
@@ -152,14 +152,24 @@ class Schedule:
             device = None
             dtype = _fallback_float(xp, step)
         count = xp.maximum(step, xp.zeros_like(step))
-        return self._evaluate(StepArray(count, xp, dtype, device))
+        prepared = StepArray(count, xp, dtype, device)
+        horizon = self._horizon()
+        if horizon is not None:
+            # The value no longer changes after the horizon, so clamping there keeps
+            # later steps exact and keeps formulas such as growing powers from overflowing.
+            prepared = StepArray(prepared.clamp(high=horizon), xp, dtype, device)
+        return self._evaluate(prepared)
 
     def _evaluate(self, step: StepArray) -> Any:
         """Return the schedule's value at ``step.count`` as an array in ``step.dtype``."""
         raise NotImplementedError
 
     def _horizon(self) -> int | None:
-        """Return a step from which the value no longer changes, or None if it always changes."""
+        """Return the first step from which the value never changes, or None if there is none.
+
+        Both call paths clamp the step to this horizon before evaluating, so it
+        must be exact: a horizon that is too early changes the schedule.
+        """
         return None
 
     def to_config(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from optstrat._validate import check_int, check_number
 from optstrat.config import register
 from optstrat.schedules._base import Schedule, StepArray
 
-__all__ = ["CosineDecay", "half_cosine"]
+__all__ = ["CosineDecay", "cosine_weight", "half_cosine"]
 
 
 def _set(obj: Any, name: str, value: Any) -> None:
@@ -20,6 +20,21 @@ def _set(obj: Any, name: str, value: Any) -> None:
 def half_cosine(step: StepArray, fraction: Any) -> Any:
     """Return (1 + cos(pi * fraction)) / 2: 1 at fraction 0, 0 at fraction 1."""
     return 0.5 * (1.0 + step.xp.cos(math.pi * fraction))
+
+
+def cosine_weight(step: StepArray, count: Any, length: int) -> Any:
+    """Return (1 + cos(pi * count / length)) / 2 for an integer ``count`` in ``[0, length]``.
+
+    The identity (1 + cos(pi * f)) / 2 = cos(pi * f / 2) ** 2 = sin(pi * (1 - f) / 2) ** 2
+    avoids the cancellation of 1 + cos near f = 1. The sine form takes the exact
+    integer ``length - count``, so the result stays within float32 rounding of
+    the float64 value at every step.
+    """
+    xp = step.xp
+    early = xp.cos((0.5 * math.pi / length) * step.as_float(count))
+    late = xp.sin((0.5 * math.pi / length) * step.as_float(step.integer(length) - count))
+    first_half = count * 2 <= step.integer(length) if length < 2**30 else count <= step.integer(length // 2)
+    return xp.where(first_half, early * early, late * late)
 
 
 @register("cosine_decay")
@@ -54,7 +69,7 @@ class CosineDecay(Schedule):
 
     def _evaluate(self, step: StepArray) -> Any:
         count = step.clamp(high=self.decay_steps)
-        cosine = half_cosine(step, step.fraction(count, self.decay_steps))
+        cosine = cosine_weight(step, count, self.decay_steps)
         if self.exponent != 1.0:
             cosine = cosine**self.exponent
         return self.end_value + (self.init_value - self.end_value) * cosine

@@ -124,7 +124,7 @@ class ExponentialDecay(Schedule):
         return step.xp.minimum(value, step.as_float(self.end_value))
 
     def _horizon(self) -> int | None:
-        if self.decay_rate == 1.0:
+        if self.decay_rate == 1.0 or self.init_value == 0.0:
             return 0
         if self.end_value is None:
             return None
