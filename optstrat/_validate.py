@@ -141,7 +141,8 @@ def _as_sequence(name: str, values: Any) -> tuple[Any, ...]:
 
 def _check_length(name: str, values: tuple[Any, ...], min_length: int) -> None:
     if len(values) < min_length:
-        raise ValueError(f"{name} must have at least {min_length} items, got {list(values)!r}")
+        items = "item" if min_length == 1 else "items"
+        raise ValueError(f"{name} must have at least {min_length} {items}, got {list(values)!r}")
 
 
 def _check_order(name: str, values: tuple[Any, ...], *, increasing: bool, non_decreasing: bool) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,15 +10,17 @@ from optstrat.clipping._base import (
     DEFAULT_NONFINITE,
     ClipInfo,
     Clipper,
-    EmptyState,
+    apply_factors,
+    as_threshold,
     check_nonfinite,
-    raise_if_nonfinite,
+    factor_to_limit,
+    make_info,
+    measure,
 )
 from optstrat.clipping._norms import check_norm_type, norm_of_leaves
-from optstrat.clipping._tree import flatten, namespace_of_leaves
 from optstrat.config import register
 
-__all__ = ["ClipByGlobalNorm", "apply_scale", "global_scale"]
+__all__ = ["ClipByGlobalNorm", "scale_to_limit"]
 
 
 @register("clip_by_global_norm")
@@ -27,18 +28,27 @@ __all__ = ["ClipByGlobalNorm", "apply_scale", "global_scale"]
 class ClipByGlobalNorm(Clipper):
     """Scale all gradients together so that their global norm is at most ``max_norm``.
 
-    scale = min(1, max_norm / norm), where norm is the global ``norm_type``-norm.
+    g <- g * min(1, max_norm / norm), where norm is the ``norm_type``-norm of
+    all gradients taken together: ``norm_type`` is 2 (default), 1, ``inf``
+    (the largest magnitude) or any p > 0. ``max_norm >= 0``; with
+    ``max_norm=0`` every gradient becomes zero, and zero gradients stay zero
+    (no 0/0). ``ClipInfo.norm`` is the L2 norm even when ``norm_type`` is
+    another p.
 
-    Reproduces ``optax.clip_by_global_norm(max_norm)`` exactly and Keras's
-    ``global_clipnorm``; ``torch.nn.utils.clip_grad_norm_`` divides by
-    ``norm + 1e-6`` instead, a relative difference of about ``1e-6 / norm``.
-    Zero gradients with ``max_norm=0`` stay zero (optax gives NaN there).
+    Reproduces ``optax.clip_by_global_norm(max_norm)`` exactly (optax gives
+    NaN for zero gradients with ``max_norm=0``, and overflows to a zero update
+    for float16 gradients whose squares overflow), Keras's
+    ``global_clipnorm=max_norm``, and ``torch.nn.utils.clip_grad_norm_(params,
+    max_norm, norm_type)`` except that torch divides by ``norm + 1e-6``, so its
+    clipped gradients are smaller by a relative ``1e-6 / norm``. The norm is
+    the same as theirs up to rounding, but finite where float16 or float32
+    squares overflow.
 
     >>> import numpy as np
-    >>> clipper = ClipByGlobalNorm(max_norm=1.0)
-    >>> grads, _, info = clipper.update([np.array([3.0, 4.0])], clipper.init(None))
-    >>> grads[0].tolist(), float(info.norm)
-    ([0.6, 0.8], 5.0)
+    >>> clipper = ClipByGlobalNorm(max_norm=5.0)
+    >>> grads, _, info = clipper.update({"w": np.array([6.0, 8.0])}, clipper.init(None))
+    >>> grads["w"].tolist(), float(info.norm), float(info.scale)
+    ([3.0, 4.0], 10.0, 0.5)
     """
 
     max_norm: float
@@ -50,44 +60,31 @@ class ClipByGlobalNorm(Clipper):
         object.__setattr__(self, "norm_type", check_norm_type(self.norm_type))
         object.__setattr__(self, "nonfinite", check_nonfinite(self.nonfinite))
 
-    def update(self, grads: Any, state: Any = EmptyState(), params: Any = None) -> tuple[Any, Any, ClipInfo]:
-        leaves, rebuild = flatten(grads)
-        xp = namespace_of_leaves(leaves)
-        norm = norm_of_leaves(leaves, xp, self.norm_type)
-        l2_norm = norm if self.norm_type == 2.0 else norm_of_leaves(leaves, xp, 2.0)
-        finite = xp.isfinite(l2_norm) & xp.isfinite(norm)
-        raise_if_nonfinite(finite, l2_norm, self.nonfinite)
+    def update(self, grads: Any, state: Any, params: Any = None) -> tuple[Any, Any, ClipInfo]:
+        measured = measure(grads, self.nonfinite)
+        xp = measured.xp
+        if self.norm_type == 2.0:
+            norm = measured.norm
+        else:
+            norm = norm_of_leaves(measured.leaves, xp, self.norm_type)
 
-        scale = global_scale(xp, norm, self.max_norm, finite, self.nonfinite)
-        clipped = apply_scale(xp, leaves, scale, finite, self.nonfinite)
-        info = ClipInfo(norm=l2_norm, scale=scale, finite=finite, clipped=scale < 1)
-        return rebuild(clipped), state, info
-
-
-def global_scale(xp: Any, norm: Any, max_norm: float, finite: Any, nonfinite: str) -> Any:
-    """Return min(1, max_norm / norm) without 0/0, and the policy's factor for non-finite norms."""
-    one = xp.ones_like(norm)
-    safe_norm = xp.where(norm > max_norm, norm, one)
-    scale = xp.where(norm > max_norm, max_norm / safe_norm, one)
-    if nonfinite == "propagate":
-        return xp.where(finite, scale, one)
-    return xp.where(finite, scale, xp.zeros_like(norm))
+        limit = as_threshold(xp, self.max_norm, norm)
+        clipped_grads, info = scale_to_limit(measured, norm, limit, self.nonfinite)
+        return clipped_grads, state, info
 
 
-def apply_scale(xp: Any, leaves: list[Any], scale: Any, finite: Any, nonfinite: str) -> list[Any]:
-    """Multiply each array by ``scale`` in float32 or wider, keeping its dtype.
+def scale_to_limit(measured: Any, norm: Any, limit: Any, nonfinite: str) -> tuple[Any, ClipInfo]:
+    """Scale every gradient by min(1, limit / norm) under the non-finite policy.
 
-    With the "skip" and "error" policies a non-finite input gives zeros, not
-    ``inf * 0 = NaN``.
+    Returns the rebuilt gradients and the ClipInfo; the stateful clippers
+    reuse this with their own limit.
     """
-    result = []
-    for leaf in leaves:
-        if math.prod(leaf.shape) == 0:
-            result.append(leaf)
-            continue
-        wide = leaf.dtype if leaf.dtype in (xp.float32, getattr(xp, "float64", None)) else xp.float32
-        product = xp.astype(leaf, wide) * xp.astype(scale, wide)
-        if nonfinite != "propagate":
-            product = xp.where(finite, product, xp.zeros_like(product))
-        result.append(xp.astype(product, leaf.dtype))
-    return result
+    xp = measured.xp
+    factor = factor_to_limit(xp, norm, limit)
+    if nonfinite == "propagate":
+        scale = xp.where(measured.finite, factor, xp.ones_like(factor))
+    else:
+        scale = xp.where(measured.finite, factor, xp.zeros_like(factor))
+    leaves = apply_factors(xp, measured.leaves, [scale] * len(measured.leaves), measured.finite, nonfinite)
+    info = make_info(xp, measured.norm, xp.astype(scale, measured.norm.dtype), measured.finite, scale < 1)
+    return measured.rebuild(leaves), info

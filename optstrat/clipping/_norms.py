@@ -1,24 +1,65 @@
-"""Norms of gradient collections, accumulated in float32 or wider without overflow."""
+"""Norms of gradient collections, accumulated in float32 or wider without overflow.
+
+Float16, bfloat16 and float32 values are accumulated in float64 where the
+namespace computes in float64 (NumPy, PyTorch, array-api-strict, JAX with
+64-bit mode): every square of a float32 value is exact there, and no sum of
+them overflows. Elsewhere (JAX by default), and for float64 input, the values
+are first multiplied by a power of two chosen from their largest magnitude, so
+that their squares neither overflow nor vanish; this costs a second pass over
+the data but keeps the norm finite and accurate for every result that the
+output dtype can hold, including float32 values whose squares overflow float32.
+The largest magnitude is taken over all arrays together, so the norm does not
+depend on how the values are split into arrays beyond rounding.
+
+Every square root and power is guarded by ``where`` so that derivatives
+(``jax.grad``, torch autograd) stay finite at zero gradients."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from optstrat import _xp
 from optstrat._validate import check_number
 from optstrat.clipping._tree import flatten, namespace_of_leaves
 
-__all__ = ["accumulation_dtype", "check_norm_type", "global_norm", "leaf_norms", "norm_of_leaves"]
+__all__ = [
+    "Accumulation",
+    "accumulation",
+    "check_norm_type",
+    "global_norm",
+    "l2_norm_and_finite",
+    "leaf_norms",
+    "norm_of_leaves",
+    "safe_sqrt",
+    "unit_l2_norms",
+]
 
-# Squares of float32 values up to 2**128 overflow float32. Where float64 is not
-# available, a second sum of squares of values scaled by 2**-66 stays finite
-# for every norm up to the float32 maximum and is used when the plain sum overflows.
-_SCALE_EXPONENT = 66
+# A float64 value at or above this rounds to infinity in float32 (the float32
+# maximum plus half of its unit in the last place).
+_FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
+
+# (band, shift): values whose largest magnitude is above band are multiplied by
+# 1/shift before squaring, those below 1/band by shift (see _power_of_two_scale).
+_FLOAT32_BAND = (2.0**40, 2.0**80)
+_FLOAT64_BAND = (2.0**400, 2.0**600)
+
+
+class Accumulation(NamedTuple):
+    """How the norm of a group of arrays is computed.
+
+    ``dtype`` is the dtype the values are summed in, ``result`` the dtype of
+    the returned norm, and ``rescale`` whether values are divided by their
+    largest magnitude before squaring.
+    """
+
+    dtype: Any
+    result: Any
+    rescale: bool
 
 
 def check_norm_type(value: Any) -> float:
-    """Return ``norm_type`` as a float: ``inf`` or any p > 0."""
+    """Return ``norm_type`` as a float: ``inf`` (also the strings "inf" and "infinity") or any p > 0."""
     if isinstance(value, str) and value.lower() in ("inf", "infinity"):
         return math.inf
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value == math.inf:
@@ -26,24 +67,36 @@ def check_norm_type(value: Any) -> float:
     return check_number("norm_type", value, low=0.0, low_inclusive=False)
 
 
-def accumulation_dtype(xp: Any, dtype: Any) -> Any:
-    """Return float64 for float64 input and float32 for float16, bfloat16 and float32 input."""
-    if hasattr(xp, "float64") and dtype == xp.float64:
-        return xp.float64
-    return xp.float32
+def accumulation(xp: Any, leaves: list[Any]) -> Accumulation:
+    """Return how to accumulate the norm of ``leaves``: float64 input gives a float64 norm, else float32."""
+    float64 = getattr(xp, "float64", None)
+    if float64 is not None and any(leaf.dtype == float64 for leaf in leaves):
+        return Accumulation(float64, float64, True)
+    if _xp.supports_float64(xp):
+        return Accumulation(float64, xp.float32, False)
+    return Accumulation(xp.float32, xp.float32, True)
 
 
 def global_norm(grads: Any, norm_type: float | str = 2.0, *, xp: Any = None) -> Any:
     """Measure the global p-norm of ``grads`` without changing them.
 
-    ``grads`` is a list, tuple or dict of arrays from one namespace. The norm
-    is a 0-d array of that namespace: float32 for float16, bfloat16 and float32
-    input (accumulated so that it never overflows while the true norm fits in
-    float32) and float64 when any input is float64. An empty input has norm 0.
+    norm = (sum over all arrays and elements of |g|^p)^(1/p); for p = inf the
+    largest magnitude. ``grads`` is a list, tuple or dict of arrays from one
+    namespace. The norm is a 0-d array of that namespace: float32 for float16,
+    bfloat16 and float32 input (accumulated so that it is finite whenever the
+    true norm fits in float32) and float64 when any input is float64. An empty
+    input, and arrays with no elements, have norm 0. NaN in the input gives a
+    NaN norm; infinity without NaN gives an infinite norm.
+
+    Equals ``torch.nn.utils.get_total_norm(grads, norm_type)`` and
+    ``optax.tree.norm(grads)`` up to rounding, except where those overflow in
+    float16 or float32.
 
     >>> import numpy as np
     >>> float(global_norm([np.array([3.0, 4.0]), np.array([12.0])]))
     13.0
+    >>> float(global_norm({"w": np.array([3.0, -4.0])}, norm_type="inf"))
+    4.0
     """
     norm_type = check_norm_type(norm_type)
     leaves, _ = flatten(grads)
@@ -53,21 +106,19 @@ def global_norm(grads: Any, norm_type: float | str = 2.0, *, xp: Any = None) -> 
 
 def norm_of_leaves(leaves: list[Any], xp: Any, norm_type: float) -> Any:
     """Return the global ``norm_type``-norm of ``leaves`` (see :func:`global_norm`)."""
-    dtype = _result_dtype(leaves, xp)
-    device = _xp.device_of(leaves[0]) if leaves else None
-    present = [leaf for leaf in leaves if math.prod(leaf.shape) > 0]
-    if not present:
-        return xp.asarray(0.0, dtype=dtype, device=device)
-    if norm_type == math.inf:
-        maxima = [xp.max(xp.abs(xp.astype(leaf, dtype))) for leaf in present]
-        return _reduce_max(xp, maxima)
     if norm_type == 2.0:
-        return _l2_norm(present, xp, dtype)
+        return l2_norm_and_finite(leaves, xp)[0]
+
+    plan = accumulation(xp, leaves)
+    present = _present(leaves)
+    if not present:
+        return _zero(xp, leaves, plan.result)
+    if norm_type == math.inf:
+        return _largest(xp, present, plan.result)
     if norm_type == 1.0:
-        wide = _wide_dtype(xp, dtype)
-        total = sum(xp.sum(xp.abs(xp.astype(leaf, wide))) for leaf in present)
-        return xp.astype(total, dtype)
-    return _p_norm(present, xp, dtype, norm_type)
+        total = _sum_all(xp, [xp.sum(xp.abs(xp.astype(leaf, plan.dtype))) for leaf in present])
+        return _narrow(xp, total, plan.result)
+    return _p_norm(xp, present, plan, norm_type)
 
 
 def leaf_norms(leaves: list[Any], xp: Any, norm_type: float) -> list[Any]:
@@ -75,53 +126,137 @@ def leaf_norms(leaves: list[Any], xp: Any, norm_type: float) -> list[Any]:
     return [norm_of_leaves([leaf], xp, norm_type) for leaf in leaves]
 
 
-def _l2_norm(leaves: list[Any], xp: Any, dtype: Any) -> Any:
-    wide = _wide_dtype(xp, dtype)
-    if wide != dtype or dtype == getattr(xp, "float64", None):
-        # float64 holds the square of every float32 value, so one pass suffices.
-        total = sum(xp.sum(_square(xp.astype(leaf, wide))) for leaf in leaves)
-        return xp.astype(xp.sqrt(total), dtype)
-    scale = 2.0**-_SCALE_EXPONENT
-    plain = []
-    scaled = []
+def l2_norm_and_finite(leaves: list[Any], xp: Any) -> tuple[Any, Any]:
+    """Return the global L2 norm of ``leaves`` and whether every value is finite, as 0-d arrays."""
+    plan = accumulation(xp, leaves)
+    present = _present(leaves)
+    if not present:
+        zero = _zero(xp, leaves, plan.result)
+        return zero, xp.isfinite(zero)
+
+    if not plan.rescale:
+        total = _sum_all(xp, [xp.sum(_square(xp.astype(leaf, plan.dtype))) for leaf in present])
+        return _narrow(xp, safe_sqrt(xp, total), plan.result), xp.isfinite(total)
+
+    largest = _largest(xp, present, plan.dtype)
+    finite = xp.isfinite(largest)
+    scale, inverse = _power_of_two_scale(xp, largest, plan.dtype)
+    total = _sum_all(xp, [xp.sum(_square(xp.astype(leaf, plan.dtype) * scale)) for leaf in present])
+    return xp.where(finite, safe_sqrt(xp, total) * inverse, largest), finite
+
+
+def unit_l2_norms(leaf: Any, xp: Any, axes: tuple[int, ...] | None) -> Any:
+    """Return the L2 norm of each unit of ``leaf``, reduced over ``axes`` with kept dimensions.
+
+    ``axes=None`` reduces over the whole array. The result broadcasts against
+    ``leaf`` and stays in the accumulation dtype (float64 wherever the
+    namespace has it, else float32), so gradient and parameter norms share a
+    dtype and products of them do not overflow. ``leaf`` must have at least
+    one element.
+    """
+    plan = accumulation(xp, [leaf])
+    values = xp.astype(leaf, plan.dtype)
+    if not plan.rescale:
+        return safe_sqrt(xp, xp.sum(_square(values), axis=axes, keepdims=True))
+
+    largest = xp.max(xp.abs(values), axis=axes, keepdims=True)
+    scale, inverse = _power_of_two_scale(xp, largest, plan.dtype)
+    total = xp.sum(_square(values * scale), axis=axes, keepdims=True)
+    return xp.where(xp.isfinite(largest), safe_sqrt(xp, total) * inverse, largest)
+
+
+def _p_norm(xp: Any, leaves: list[Any], plan: Accumulation, norm_type: float) -> Any:
+    # Each |g| is divided by the largest one, so every term and the sum stay in [0, count].
+    # The power-of-two prescaling keeps that divisor a normal number, because XLA divides
+    # by a broadcast scalar through its reciprocal, which is flushed to zero when subnormal.
+    largest = _largest(xp, leaves, plan.dtype)
+    finite = xp.isfinite(largest)
+    present = finite & (largest > 0)
+    scale, _ = _power_of_two_scale(xp, largest, plan.dtype)
+    divisor = xp.where(present, largest * scale, xp.ones_like(largest))
+    terms = [_safe_power(xp, xp.abs(xp.astype(leaf, plan.dtype)) * scale / divisor, norm_type) for leaf in leaves]
+    total = _sum_all(xp, [xp.sum(term) for term in terms])
+
+    # For p < 1 the root total**(1/p) can exceed the dtype's range; it becomes
+    # infinity there instead of overflowing, which NumPy would report as a warning.
+    positive = total > 0
+    safe_total = xp.where(positive, total, xp.ones_like(total))
+    safe_largest = xp.where(present, largest, xp.ones_like(largest))
+    log_limit = math.log(float(xp.finfo(plan.dtype).max)) - xp.log(safe_largest)
+    fits = xp.log(safe_total) / norm_type <= log_limit
+    root = xp.where(fits, xp.where(fits, safe_total, xp.ones_like(total)) ** (1.0 / norm_type), xp.zeros_like(total) + math.inf)
+    root = xp.where(positive, root, xp.zeros_like(total))
+    norm = xp.where(finite, largest * root, largest)
+    return _narrow(xp, norm, plan.result)
+
+
+def _power_of_two_scale(xp: Any, largest: Any, dtype: Any) -> tuple[Any, Any]:
+    """Return a power of two ``scale`` and its inverse that bring ``largest`` near 1.
+
+    ``largest * scale`` lies in [2**-69, 2**48] for float32 ([2**-474, 2**424]
+    for float64), so squares of the scaled values neither overflow nor lose
+    the terms that matter, and every factor is a normal number (exact to apply,
+    never flushed to zero).
+    """
+    band, shift = _FLOAT64_BAND if dtype == getattr(xp, "float64", None) else _FLOAT32_BAND
+    big = largest > band
+    small = largest < 1.0 / band
+    one = xp.ones_like(largest)
+    scale = xp.where(big, one * (1.0 / shift), xp.where(small, one * shift, one))
+    inverse = xp.where(big, one * shift, xp.where(small, one * (1.0 / shift), one))
+    return scale, inverse
+
+
+def _present(leaves: list[Any]) -> list[Any]:
+    return [leaf for leaf in leaves if math.prod(leaf.shape) > 0]
+
+
+def _zero(xp: Any, leaves: list[Any], dtype: Any) -> Any:
+    device = _xp.device_of(leaves[0]) if leaves else None
+    return xp.asarray(0.0, dtype=dtype, device=device)
+
+
+def _largest(xp: Any, leaves: list[Any], dtype: Any) -> Any:
+    # The largest magnitude is exact in the input dtype, and widening it is exact too.
+    result = None
     for leaf in leaves:
-        values = xp.astype(leaf, dtype)
-        plain.append(xp.sum(_square(values)))
-        scaled.append(xp.sum(_square(values * scale)))
-    plain_total = sum(plain)
-    scaled_norm = xp.sqrt(sum(scaled)) * 2.0**_SCALE_EXPONENT
-    return xp.where(xp.isinf(plain_total) & xp.isfinite(scaled_norm), scaled_norm, xp.sqrt(plain_total))
+        value = xp.astype(xp.max(xp.abs(leaf)), dtype)
+        # maximum ignores NaN in some namespaces, so NaN is carried explicitly.
+        result = value if result is None else xp.where(xp.isnan(value), value, xp.maximum(result, value))
+    return result
 
 
-def _p_norm(leaves: list[Any], xp: Any, dtype: Any, norm_type: float) -> Any:
-    # Dividing by the largest magnitude keeps every term in [0, 1], so the sum cannot overflow.
-    wide = _wide_dtype(xp, dtype)
-    largest = _reduce_max(xp, [xp.max(xp.abs(xp.astype(leaf, wide))) for leaf in leaves])
-    divisor = xp.where(largest > 0, largest, xp.ones_like(largest))
-    total = sum(xp.sum((xp.abs(xp.astype(leaf, wide)) / divisor) ** norm_type) for leaf in leaves)
-    return xp.astype(largest * total ** (1.0 / norm_type), dtype)
+def _sum_all(xp: Any, totals: list[Any]) -> Any:
+    result = totals[0]
+    for total in totals[1:]:
+        result = result + total
+    return result
 
 
 def _square(values: Any) -> Any:
     return values * values
 
 
-def _reduce_max(xp: Any, values: list[Any]) -> Any:
-    result = values[0]
-    for value in values[1:]:
-        # maximum ignores NaN in some namespaces, so NaN is carried explicitly.
-        result = xp.where(xp.isnan(value), value, xp.maximum(result, value))
-    return result
+def safe_sqrt(xp: Any, total: Any) -> Any:
+    """Return sqrt(total) for total >= 0, with a finite derivative at 0 (``jax.grad``, autograd).
+
+    The inner ``where`` keeps autodiff away from sqrt's infinite slope at 0. A NaN total
+    stays NaN, so a NaN gradient never reports a norm of 0.
+    """
+    positive = total > 0
+    root = xp.where(positive, xp.sqrt(xp.where(positive, total, xp.ones_like(total))), xp.zeros_like(total))
+    return xp.where(xp.isnan(total), total, root)
 
 
-def _wide_dtype(xp: Any, dtype: Any) -> Any:
-    if _xp.supports_float64(xp):
-        return xp.float64
-    return dtype
+def _safe_power(xp: Any, ratio: Any, exponent: float) -> Any:
+    # ratio**p has an infinite derivative at 0 for p < 1; the inner where avoids it.
+    positive = ratio > 0
+    return xp.where(positive, xp.where(positive, ratio, xp.ones_like(ratio)) ** exponent, xp.zeros_like(ratio))
 
 
-def _result_dtype(leaves: list[Any], xp: Any) -> Any:
-    for leaf in leaves:
-        if hasattr(xp, "float64") and leaf.dtype == xp.float64:
-            return xp.float64
-    return xp.float32
+def _narrow(xp: Any, value: Any, dtype: Any) -> Any:
+    """Cast a norm to ``dtype``; float64 values beyond the float32 range become infinity silently."""
+    if value.dtype == dtype:
+        return value
+    value = xp.where(value >= _FLOAT32_OVERFLOW, xp.zeros_like(value) + math.inf, value)
+    return xp.astype(value, dtype)

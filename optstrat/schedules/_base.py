@@ -73,6 +73,9 @@ class StepArray:
     def divmod(self, divisor: int, count: Any = None) -> tuple[Any, Any]:
         """Return ``(count // divisor, count % divisor)`` in the count's dtype, exact on integers."""
         count = self.count if count is None else count
+        if self.is_integer and divisor > _iinfo(self.xp, count.dtype)[1]:
+            # Every count of this dtype is below the divisor; saturating it would give 1 at the maximum.
+            return self.xp.zeros_like(count), count
         if self.is_integer:
             quotient = self.xp.floor_divide(count, self.integer(divisor))
         else:
@@ -137,11 +140,11 @@ class Schedule:
 
     def _reduce_large_step(self, step: int, horizon: int | None) -> int | float:
         if horizon is not None:
-            return min(step, horizon)
+            step = min(step, horizon)
         if step < _LARGEST_EXACT_STEP:
             return step
-        # NOTE: a step of 2**62 or more on a schedule with no final value is evaluated
-        # in float64, so its integer parts (staircase floors, cycle indices) are rounded.
+        # NOTE: a step of 2**62 or more (past the horizon, if any) is evaluated in
+        # float64, so its integer parts (staircase floors, cycle indices) are rounded.
         return float(step)
 
     def _call_array(self, step: Any, xp: Any, *, known: bool) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +11,7 @@ from optstrat.config import register
 from optstrat.schedules._base import Schedule, StepArray
 from optstrat.schedules._cosine import CosineDecay
 
-__all__ = ["Join", "Warmup", "WarmupCosine"]
+__all__ = ["Join", "Warmup", "WarmupCosine", "evaluate_part"]
 
 
 def _set(obj: Any, name: str, value: Any) -> None:
@@ -26,6 +27,19 @@ def check_schedule(name: str, value: Any) -> Schedule:
     if not isinstance(value, Schedule):
         raise TypeError(f"{name} must be a schedule, got {value!r} ({type(value).__name__})")
     return value
+
+
+def evaluate_part(schedule: Schedule, step: StepArray) -> Any:
+    """Evaluate a schedule that is part of another at ``step``, clamped to the part's own horizon.
+
+    A top-level call clamps the step at the schedule's horizon before its
+    formula runs; a composite must do the same for each part, or a part such as
+    a growing exponential with an ``end_value`` overflows past its horizon.
+    """
+    horizon = schedule._horizon()
+    if horizon is not None:
+        step = StepArray(step.clamp(high=horizon), step.xp, step.dtype, step.device)
+    return schedule._evaluate(step)
 
 
 @register("warmup")
@@ -48,19 +62,21 @@ class Warmup(Schedule):
     schedule: Schedule
     warmup_steps: int
     init_value: float = 0.0
+    # schedule(0), computed once: evaluating a Python step inside torch.compile would trace NumPy.
+    _target: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _set(self, "schedule", check_schedule("schedule", self.schedule))
         _set(self, "warmup_steps", check_int("warmup_steps", self.warmup_steps, low=0))
         _set(self, "init_value", check_number("init_value", self.init_value))
+        _set(self, "_target", self.schedule(0))
 
     def _evaluate(self, step: StepArray) -> Any:
-        after = self.schedule._evaluate(step.shifted(self.warmup_steps))
+        after = evaluate_part(self.schedule, step.shifted(self.warmup_steps))
         if self.warmup_steps == 0:
             return after
-        target = self.schedule(0)
         count = step.clamp(high=self.warmup_steps)
-        rising = self.init_value + (target - self.init_value) * step.fraction(count, self.warmup_steps)
+        rising = self.init_value + (self._target - self.init_value) * step.fraction(count, self.warmup_steps)
         return step.xp.where(step.ge(self.warmup_steps), after, rising)
 
     def _horizon(self) -> int | None:
@@ -144,7 +160,7 @@ class Join(Schedule):
     boundaries: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if isinstance(self.schedules, (str, bytes, dict)) or not hasattr(self.schedules, "__iter__"):
+        if isinstance(self.schedules, (str, bytes, dict)) or not isinstance(self.schedules, Iterable):
             raise TypeError(f"schedules must be a list of schedules, got {self.schedules!r}")
         schedules = tuple(check_schedule(f"schedules[{index}]", item) for index, item in enumerate(self.schedules))
         if not schedules:
@@ -159,9 +175,9 @@ class Join(Schedule):
         _set(self, "boundaries", boundaries)
 
     def _evaluate(self, step: StepArray) -> Any:
-        value = self.schedules[0]._evaluate(step)
+        value = evaluate_part(self.schedules[0], step)
         for boundary, schedule in zip(self.boundaries, self.schedules[1:]):
-            later = schedule._evaluate(step.shifted(boundary))
+            later = evaluate_part(schedule, step.shifted(boundary))
             value = step.xp.where(step.ge(boundary), later, value)
         return value
 

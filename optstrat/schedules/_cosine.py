@@ -10,7 +10,7 @@ from optstrat._validate import check_int, check_number
 from optstrat.config import register
 from optstrat.schedules._base import Schedule, StepArray
 
-__all__ = ["CosineDecay", "cosine_weight", "half_cosine"]
+__all__ = ["CosineDecay", "cosine_weight", "cosine_weight_left", "half_cosine", "steps_until"]
 
 
 def _set(obj: Any, name: str, value: Any) -> None:
@@ -25,16 +25,46 @@ def half_cosine(step: StepArray, fraction: Any) -> Any:
 def cosine_weight(step: StepArray, count: Any, length: int) -> Any:
     """Return (1 + cos(pi * count / length)) / 2 for an integer ``count`` in ``[0, length]``.
 
-    The identity (1 + cos(pi * f)) / 2 = cos(pi * f / 2) ** 2 = sin(pi * (1 - f) / 2) ** 2
-    avoids the cancellation of 1 + cos near f = 1. The sine form takes the exact
-    integer ``length - count``, so the result stays within float32 rounding of
-    the float64 value at every step.
+    The second half uses the identity (1 + cos(pi * f)) / 2 = sin(pi * (1 - f) / 2) ** 2,
+    which avoids the cancellation of 1 + cos near f = 1. The sine form takes the
+    exact integer ``length - count``, so the result stays within float32
+    rounding of the float64 value at every step. The first half keeps the
+    plain form, exact at f = 0 and f = 1/2 as in torch and optax.
     """
     xp = step.xp
-    early = xp.cos((0.5 * math.pi / length) * step.as_float(count))
-    late = xp.sin((0.5 * math.pi / length) * step.as_float(step.integer(length) - count))
+    early = 0.5 * (1.0 + xp.cos((math.pi / length) * step.as_float(count)))
+    late = xp.sin((0.5 * math.pi / length) * steps_until(step, count, length))
     first_half = count * 2 <= step.integer(length) if length < 2**30 else count <= step.integer(length // 2)
-    return xp.where(first_half, early * early, late * late)
+    return xp.where(first_half, early, late * late)
+
+
+def cosine_weight_left(step: StepArray, left: Any) -> Any:
+    """Return (1 + cos(pi * (1 - left))) / 2 for the fraction ``left`` of a phase still to run.
+
+    It is computed as sin(pi * left / 2) ** 2, which keeps its relative
+    precision near ``left = 0`` (the end of the phase, where 1 + cos cancels)
+    and is flat near ``left = 1``, where a rounding error in ``left`` barely
+    moves it. ``left`` must be accurate itself, so compute it from the exact
+    distance to the phase's end (:func:`steps_until`).
+    """
+    half_turn = step.xp.sin((0.5 * math.pi) * left)
+    return half_turn * half_turn
+
+
+def steps_until(step: StepArray, count: Any, end: int) -> Any:
+    """Return ``end - count`` in the floating dtype, subtracting on integers first.
+
+    ``end`` may exceed the count's integer dtype (a 2**40-step decay on int32
+    steps): the part of ``end`` beyond the dtype's maximum is added as a
+    Python float, so no integer operation overflows.
+    """
+    reachable = end
+    if step.is_integer:
+        reachable = min(end, int(step.xp.iinfo(step.count.dtype).max))
+    remaining = step.as_float(step.integer(reachable) - count)
+    if reachable == end:
+        return remaining
+    return remaining + float(end - reachable)
 
 
 @register("cosine_decay")

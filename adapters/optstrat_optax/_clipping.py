@@ -1,0 +1,184 @@
+"""optstrat clippers as Optax gradient transformations."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optstrat.clipping import DEFAULT_NONFINITE, ClipByGlobalNorm, ClipInfo, Clipper, global_norm
+
+__all__ = ["ClipState", "clip", "clip_by_global_norm", "last_clip_info"]
+
+
+class ClipState(NamedTuple):
+    """The Optax state of an optstrat clipper.
+
+    ``clipper_state`` is the clipper's own state (an empty NamedTuple for the
+    stateless kinds). ``info`` is the :class:`optstrat.ClipInfo` of the latest
+    update: ``info.norm`` is the global L2 norm of the gradients before
+    clipping. Right after ``init`` it holds norm 0, scale 1, finite True and
+    clipped False.
+    """
+
+    clipper_state: Any
+    info: ClipInfo
+
+
+def clip(clipper: Clipper) -> optax.GradientTransformation:
+    """Wrap an optstrat clipper as an ``optax.GradientTransformation``.
+
+    The transformation flattens the updates with ``jax.tree_util``, calls
+    ``clipper.update(leaves, state, param_leaves)`` and rebuilds the pytree.
+    ``params``, when given, must have the same tree structure as the updates;
+    the adaptive clippers need them. The state is a :class:`ClipState`, so the
+    pre-clip norm can be logged from the optimizer state with
+    :func:`last_clip_info`. Everything runs under ``jax.jit`` and ``jax.vmap``.
+
+    A non-finite gradient under the default policy ``nonfinite="skip"``
+    becomes zeros, but an optimizer chained after ``clip`` still counts the
+    update and decays its moments. Wrap the optimizer with
+    :func:`optstrat_optax.skip_nonfinite` to skip such updates whole.
+    ``nonfinite="error"`` raises only outside ``jit``; under ``jit`` it acts
+    like "skip".
+
+    >>> import jax.numpy as jnp
+    >>> import optax
+    >>> from optstrat_optax import clip, last_clip_info
+    >>> optimizer = optax.chain(clip(ClipByGlobalNorm(max_norm=1.0)), optax.sgd(learning_rate=0.1))
+    >>> params = {"w": jnp.zeros(2)}
+    >>> state = optimizer.init(params)
+    >>> updates, state = optimizer.update({"w": jnp.array([3.0, 4.0])}, state, params)
+    >>> updates["w"].tolist(), float(last_clip_info(state).norm)
+    ([-0.06000000238418579, -0.08000000566244125], 5.0)
+    """
+    if not isinstance(clipper, Clipper):
+        raise TypeError(
+            "clipper must be an optstrat clipper (a subclass of optstrat.clipping.Clipper), "
+            f"got {clipper!r} ({type(clipper).__name__})"
+        )
+
+    def init_fn(params: Any) -> ClipState:
+        leaves = leaves_of(params)
+        clipper_state = clipper.init(leaves)
+        return ClipState(clipper_state=clipper_state, info=initial_info(clipper, leaves, clipper_state))
+
+    def update_fn(updates: Any, state: ClipState, params: Any = None) -> tuple[Any, ClipState]:
+        leaves, treedef = jax.tree_util.tree_flatten(updates)
+        param_leaves = flatten_params(params, treedef)
+        clipped, clipper_state, info = clip_leaves(clipper, _as_jax(leaves), state.clipper_state, param_leaves)
+        return jax.tree_util.tree_unflatten(treedef, clipped), ClipState(clipper_state=clipper_state, info=info)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def clip_by_global_norm(
+    max_norm: float, norm_type: float | str = 2.0, nonfinite: str = DEFAULT_NONFINITE
+) -> optax.GradientTransformation:
+    """Clip the updates to a global ``norm_type``-norm of at most ``max_norm``.
+
+    scale = min(1, max_norm / norm), applied to every leaf. Shorthand for
+    ``clip(ClipByGlobalNorm(max_norm, norm_type, nonfinite))``.
+
+    Reproduces ``optax.clip_by_global_norm(max_norm)`` up to float32 rounding.
+    Unlike optax, zero gradients with ``max_norm=0`` stay zero (optax gives
+    NaN), the norm is accumulated without overflow for large float32 and
+    float16 values, and the pre-clip norm is kept in the state
+    (:func:`last_clip_info`).
+
+    >>> import jax.numpy as jnp
+    >>> from optstrat_optax import clip_by_global_norm
+    >>> transform = clip_by_global_norm(1.0)
+    >>> grads = [jnp.array([3.0, 4.0])]
+    >>> clipped, _ = transform.update(grads, transform.init(grads))
+    >>> clipped[0].tolist()
+    [0.6000000238418579, 0.800000011920929]
+    """
+    return clip(ClipByGlobalNorm(max_norm=max_norm, norm_type=norm_type, nonfinite=nonfinite))
+
+
+def last_clip_info(opt_state: Any) -> ClipInfo:
+    """Return the :class:`optstrat.ClipInfo` of the latest update from an Optax state.
+
+    ``opt_state`` is the state of any optimizer that contains one transformation
+    from :func:`clip`, :func:`clip_by_global_norm` or :func:`skip_nonfinite`,
+    at any depth (``optax.chain``, ``optax.inject_hyperparams`` and other
+    wrappers whose states are pytrees). It raises ValueError when the state
+    contains none or several; read ``ClipState.info`` directly in that case.
+
+    >>> import jax.numpy as jnp
+    >>> from optstrat_optax import clip_by_global_norm, last_clip_info
+    >>> state = clip_by_global_norm(1.0).init([jnp.zeros(2)])
+    >>> float(last_clip_info(state).norm)
+    0.0
+    """
+    nodes = jax.tree_util.tree_leaves(opt_state, is_leaf=lambda node: isinstance(node, ClipState))
+    found = [node for node in nodes if isinstance(node, ClipState)]
+    if not found:
+        raise ValueError(
+            "opt_state contains no optstrat clipping state; build the optimizer with "
+            "optstrat_optax.clip, clip_by_global_norm or skip_nonfinite"
+        )
+    if len(found) > 1:
+        raise ValueError(
+            f"opt_state contains {len(found)} optstrat clipping states, so the latest ClipInfo is ambiguous; "
+            "read the info field of the ClipState you need"
+        )
+    return found[0].info
+
+
+def clip_leaves(clipper: Clipper | None, leaves: list[Any], clipper_state: Any, param_leaves: Any) -> tuple:
+    """Clip a flat list of JAX arrays; with ``clipper=None`` only measure the global L2 norm."""
+    if clipper is None:
+        norm = jnp.asarray(global_norm(leaves))
+        info = ClipInfo(
+            norm=norm,
+            scale=jnp.ones_like(norm),
+            finite=jnp.isfinite(norm),
+            clipped=jnp.zeros((), dtype=bool),
+        )
+        return leaves, clipper_state, info
+    clipped, clipper_state, info = clipper.update(leaves, clipper_state, param_leaves)
+    # An empty pytree gives NumPy values from the core; the state keeps JAX arrays.
+    return list(clipped), clipper_state, ClipInfo(*(jnp.asarray(field) for field in info))
+
+
+def initial_info(clipper: Clipper | None, leaves: list[Any], clipper_state: Any) -> ClipInfo:
+    """Return the ClipInfo stored at init, with the dtypes and shapes that ``update`` produces.
+
+    The shapes come from ``jax.eval_shape``, which traces the clipper without
+    computing anything, so the state keeps one structure from init on (as
+    ``lax.scan`` and ``optax.MultiSteps`` require).
+    """
+    shapes = jax.eval_shape(lambda grads: clip_leaves(clipper, grads, clipper_state, grads)[2], leaves)
+    return ClipInfo(
+        norm=jnp.zeros(shapes.norm.shape, shapes.norm.dtype),
+        scale=jnp.ones(shapes.scale.shape, shapes.scale.dtype),
+        finite=jnp.ones(shapes.finite.shape, shapes.finite.dtype),
+        clipped=jnp.zeros(shapes.clipped.shape, shapes.clipped.dtype),
+    )
+
+
+def flatten_params(params: Any, treedef: Any) -> list[Any] | None:
+    """Return the leaves of ``params`` in the order of ``treedef``, or None when there are no params."""
+    if params is None:
+        return None
+    leaves, params_treedef = jax.tree_util.tree_flatten(params)
+    if params_treedef != treedef:
+        raise ValueError(
+            "params must have the same tree structure as the updates, "
+            f"got {params_treedef} for params and {treedef} for updates"
+        )
+    return _as_jax(leaves)
+
+
+def leaves_of(tree: Any) -> list[Any]:
+    """Return the leaves of a pytree as JAX arrays."""
+    return _as_jax(jax.tree_util.tree_leaves(tree))
+
+
+def _as_jax(leaves: list[Any]) -> list[Any]:
+    # NumPy arrays and Python numbers as leaves would give the core a second namespace.
+    return [jnp.asarray(leaf) for leaf in leaves]

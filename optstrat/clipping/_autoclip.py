@@ -1,0 +1,124 @@
+"""AutoClip: clip to a percentile of the recent global gradient norms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from optstrat import _xp
+from optstrat._validate import check_int, check_number
+from optstrat.clipping._base import (
+    DEFAULT_NONFINITE,
+    ClipInfo,
+    Clipper,
+    check_nonfinite,
+    measure,
+)
+from optstrat.clipping._global import scale_to_limit
+from optstrat.clipping._norms import accumulation
+from optstrat.clipping._percentile import ring_percentile
+from optstrat.clipping._tree import flatten, namespace_of_leaves
+from optstrat.config import register
+
+__all__ = ["AutoClip", "AutoClipState", "check_state_namespace"]
+
+
+class AutoClipState(NamedTuple):
+    """The state of :class:`AutoClip`, fixed-shape arrays of the gradients' namespace.
+
+    ``norms`` is the ring buffer of the last ``history_size`` finite global L2
+    norms (shape ``(history_size,)``, the norm's dtype); ``count`` the number
+    of entries filled so far, at most ``history_size``; ``index`` the slot
+    written next. Both counters are int32 0-d arrays.
+    """
+
+    norms: Any
+    count: Any
+    index: Any
+
+
+@register("autoclip")
+@dataclass(frozen=True)
+class AutoClip(Clipper):
+    """Clip by global L2 norm to a percentile of the norms seen so far (AutoClip).
+
+    Each update records the global L2 norm in a ring buffer of the last
+    ``history_size`` norms, then clips to threshold = the ``percentile``-th
+    percentile of the buffer, current norm included (NumPy's default linear
+    interpolation): g <- g * min(1, threshold / norm). The first update is
+    never clipped, because its own norm is the only entry. Non-finite updates
+    are not recorded. ``0 <= percentile <= 100``, ``history_size >= 1``.
+
+    This is Seetharaman et al. 2020, "AutoClip: Adaptive Gradient Clipping
+    for Source Separation Networks" (arXiv 2007.14469). Their PyTorch code
+    keeps every norm since the start (here only the last ``history_size``,
+    so the state has a fixed shape and the threshold follows the recent
+    norms) and clips with ``torch.nn.utils.clip_grad_norm_``, whose
+    ``1e-6`` epsilon makes its gradients smaller by a relative
+    ``1e-6 / norm``.
+
+    >>> import numpy as np
+    >>> clipper = AutoClip(percentile=50.0, history_size=3)
+    >>> state = clipper.init([np.zeros(2)])
+    >>> for grad in ([3.0, 4.0], [0.6, 0.8], [30.0, 40.0]):
+    ...     grads, state, info = clipper.update([np.array(grad)], state)
+    >>> grads[0].tolist(), float(info.norm), int(state.count)
+    ([3.0, 4.0], 50.0, 3)
+    """
+
+    percentile: float = 10.0
+    history_size: int = 1000
+    nonfinite: str = DEFAULT_NONFINITE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "percentile", check_number("percentile", self.percentile, low=0.0, high=100.0))
+        object.__setattr__(self, "history_size", check_int("history_size", self.history_size, low=1))
+        object.__setattr__(self, "nonfinite", check_nonfinite(self.nonfinite))
+
+    def init(self, grads: Any) -> AutoClipState:
+        """Return an empty history in the namespace, device and norm dtype of ``grads``."""
+        leaves, _ = flatten(grads)
+        xp = namespace_of_leaves(leaves)
+        device = _xp.device_of(leaves[0]) if leaves else None
+        dtype = accumulation(xp, leaves).result
+        counter = xp.asarray(0, dtype=xp.int32, device=device)
+        return AutoClipState(
+            norms=xp.zeros((self.history_size,), dtype=dtype, device=device), count=counter, index=counter
+        )
+
+    def update(self, grads: Any, state: Any, params: Any = None) -> tuple[Any, AutoClipState, ClipInfo]:
+        if not isinstance(state, AutoClipState):
+            raise TypeError(f"state must be the AutoClipState that init or update returned, got {type(state).__name__}")
+        if tuple(state.norms.shape) != (self.history_size,):
+            raise ValueError(
+                f"state.norms must have shape ({self.history_size},) to match history_size, "
+                f"got {tuple(state.norms.shape)}; call init of this clipper to start a new state"
+            )
+        measured = measure(grads, self.nonfinite, state_array=state.norms)
+        xp = measured.xp
+        check_state_namespace(xp, state.norms, measured.leaves)
+        finite = measured.finite
+
+        size = xp.asarray(self.history_size, dtype=state.count.dtype, device=_xp.device_of(state.count))
+        slots = xp.arange(self.history_size, dtype=state.index.dtype, device=_xp.device_of(state.norms))
+        recorded = xp.astype(measured.norm, state.norms.dtype)
+        norms = xp.where((slots == state.index) & finite, recorded, state.norms)
+        count = xp.where(finite, xp.minimum(state.count + 1, size), state.count)
+        index = xp.where(finite, (state.index + 1) % size, state.index)
+
+        threshold = ring_percentile(xp, norms, count, self.percentile)
+        limit = xp.astype(threshold, measured.norm.dtype)
+        clipped, info = scale_to_limit(measured, measured.norm, limit, self.nonfinite)
+        return clipped, AutoClipState(norms=norms, count=count, index=index), info
+
+
+def check_state_namespace(xp: Any, array: Any, leaves: list[Any]) -> None:
+    """Raise TypeError when a state array and the gradients come from different namespaces."""
+    if not leaves or not _xp.is_array(array):
+        return
+    state_namespace = _xp.array_namespace(array)
+    if state_namespace is not xp:
+        raise TypeError(
+            f"state and grads must use one array namespace: grads are {xp.__name__} and the state is "
+            f"{state_namespace.__name__}; call init with gradients like those passed to update"
+        )
