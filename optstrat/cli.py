@@ -27,7 +27,7 @@ _PREVIEW_SAMPLES_PER_COLUMN = 200
 _PNG_SAMPLES = 100_000
 
 # The plotted steps are NumPy int64 arrays.
-_LARGEST_PLOT_STEP = 2**62
+_MAX_PLOT_STEP = 2**62
 
 _SPEC_HELP = (
     "a schedule as a spec string such as "
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot_parser.add_argument(
         "--steps",
         metavar="N",
-        type=_parse_positive_int("--steps", maximum=_LARGEST_PLOT_STEP),
+        type=_parse_positive_int("--steps", maximum=_MAX_PLOT_STEP),
         help=(
             "last optimizer step drawn; the curve covers steps 0 to N. Default: 10%% past the step "
             "where the schedule stops changing, at least 100; 1000 if it never stops changing"

@@ -204,7 +204,11 @@ def load(path: str | os.PathLike[str]) -> Any:
     if suffix == ".json":
         config = json.loads(data)
     elif suffix in (".yaml", ".yml"):
-        config = _yaml().safe_load(data)
+        yaml = _yaml()
+        try:
+            config = yaml.safe_load(data)
+        except yaml.YAMLError as error:
+            raise ValueError(f"invalid YAML in {text!r}: {error}") from None
     elif suffix == ".toml":
         import tomllib
 

@@ -165,6 +165,9 @@ def as_threshold(xp: Any, value: float, like: Any) -> Any:
 
 def factor_to_limit(xp: Any, norm: Any, limit: Any) -> Any:
     """Return min(1, limit / norm): 1 where ``norm <= limit``, so 0/0 never occurs."""
+    # NOTE: a float32 factor below 2**-126 (a norm more than 8.5e37 times the limit) is
+    # subnormal, and XLA flushes subnormals to zero, so JAX then returns zero gradients
+    # where NumPy and PyTorch return the tiny scaled values.
     over = norm > limit
     safe_norm = xp.where(over, norm, xp.ones_like(norm))
     return xp.where(over, limit / safe_norm, xp.ones_like(norm))

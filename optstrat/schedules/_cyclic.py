@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import array_api_compat
+
 from optstrat._validate import check_bool, check_choice, check_int, check_number
 from optstrat.config import register
 from optstrat.schedules._base import Schedule, StepArray
@@ -106,7 +108,8 @@ class CosineRestarts(Schedule):
     cycle that begins below 2**63 is listed when the schedule is built, and at
     most 1024 such cycles are allowed (``period_mult >= 1.05`` always
     qualifies; closer to 1 needs a longer ``first_period``). Each listed cycle
-    costs a few elementwise operations per call.
+    that the step's dtype can reach costs a few elementwise operations per
+    call, except on NumPy input, where only the cycles holding a step count.
 
     Reproduces ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(T_0=first_period,
     T_mult=period_mult, eta_min=end_value)`` for an integer ``period_mult`` and
@@ -171,12 +174,20 @@ class CosineRestarts(Schedule):
         """
         xp, count = step.xp, step.count
         largest = int(xp.iinfo(count.dtype).max) if step.is_integer else _LARGEST_LISTED_STEP
+        lowest, highest = 0, largest
+        if array_api_compat.is_numpy_namespace(xp) and count.size > 0:
+            # NumPy runs eagerly, so the range of the steps can skip the cycles none of
+            # them is in (a Python int is one cycle). The values are the same either way.
+            lowest = math.floor(xp.min(count))
+            highest = min(math.ceil(xp.max(count)), largest)
 
-        # For each cycle the dtype reaches: its start, and its real end S as (near - t) + extra.
+        # For each cycle that holds a step: its start, and its real end S as (near - t) + extra.
         reached = []
         for cycle, following in zip(self._cycles, self._cycles[1:]):
-            if cycle.start > largest:
+            if cycle.start > highest:
                 break
+            if following.start <= lowest:
+                continue
             near = min(following.start, largest)
             extra = float(following.start - near) - following.offset
             reached.append((cycle, near, extra))

@@ -121,3 +121,14 @@ def test_spec_not_a_string():
 def test_file_with_unknown_suffix(tmp_path):
     with pytest.raises(ValueError, match=r"must end in \.json, \.yaml, \.yml or \.toml, got"):
         optstrat.dump(optstrat.Constant(value=1.0), tmp_path / "policy.ini")
+
+
+@pytest.mark.parametrize(
+    ("suffix", "text"),
+    [(".json", "{not json"), (".yaml", "kind: [unclosed"), (".toml", "kind = ")],
+)
+def test_malformed_file_raises_value_error(suffix, text, tmp_path):
+    path = tmp_path / f"policy{suffix}"
+    path.write_text(text)
+    with pytest.raises(ValueError):
+        optstrat.load(path)

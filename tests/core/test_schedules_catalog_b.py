@@ -159,10 +159,13 @@ def test_cosine_restarts_oracle(init_value, first_period, period_mult, value_mul
         value_mult=value_mult,
         end_value=end_value,
     )
-    starts = restart_starts(first_period, period_mult, 10**5)
-    steps = around(*starts) | {0, INT32_MAX, 2**62 + 12345}
     if period_mult == 1.0:
-        steps |= {HUGE, HUGE + first_period // 2}
+        starts = [k * first_period for k in (*range(20), 1000, 10**6)]
+        steps = around(*starts) | {HUGE, HUGE + first_period // 2}
+    else:
+        starts = restart_starts(first_period, period_mult, 10**5)
+        steps = around(*starts)
+    steps |= {0, INT32_MAX, 2**62 + 12345}
 
     def oracle(t):
         return oracle_cosine_restarts(init_value, first_period, period_mult, value_mult, end_value, t)
@@ -332,9 +335,9 @@ def test_one_cycle_degenerate_phases(total_steps, pct_start, three_phase, expect
     gamma=st.floats(0.9, 1.0),
 )
 def test_cyclic_oracle(base_value, amplitude, up, down, mode, gamma):
-    effective_down = up if down is None else down
-    if up + effective_down == 0:
+    if up == 0 and not down:
         up = 1
+    effective_down = up if down is None else down
     max_value = base_value + amplitude
     schedule = ops.Cyclic(
         base_value=base_value, max_value=max_value, step_size_up=up, step_size_down=down, mode=mode, gamma=gamma
