@@ -103,9 +103,11 @@ class TrainingLogger(keras.callbacks.Callback):
 
 
 def _to_float(value: Any) -> float:
+    # float() on the backend's 0-d tensor; keras.ops.convert_to_numpy would go through
+    # np.array(), which NumPy 2 warns about for TensorFlow and PyTorch tensors.
     if isinstance(value, keras.Variable):
         value = value.value
-    return float(keras.ops.convert_to_numpy(value))
+    return float(value)
 
 
 def _counters(optimizer: ClippedOptimizer) -> dict[str, int]:

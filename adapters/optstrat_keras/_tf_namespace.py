@@ -92,7 +92,7 @@ class TensorFlowArray:
     __slots__ = ("tensor",)
 
     def __init__(self, tensor: Any) -> None:
-        self.tensor = tf.convert_to_tensor(unwrap(tensor))
+        self.tensor = _tensor(tensor)
 
     def __array_namespace__(self, *, api_version: str | None = None) -> Any:
         return sys.modules[__name__]
@@ -185,9 +185,10 @@ def unwrap(value: Any) -> Any:
 
 def _tensor(value: Any, dtype: Any = None) -> tf.Tensor:
     value = unwrap(value)
-    if tf.is_tensor(value):
-        return value if dtype is None else tf.cast(value, dtype)
-    return tf.convert_to_tensor(value, dtype=dtype)
+    if not isinstance(value, tf.Tensor):
+        # Variables (tf.Variable, keras.Variable) are read here, Python numbers converted.
+        value = tf.convert_to_tensor(value) if tf.is_tensor(value) else tf.convert_to_tensor(value, dtype=dtype)
+    return value if dtype is None or value.dtype == dtype else tf.cast(value, dtype)
 
 
 def _pair(x1: Any, x2: Any) -> tuple[tf.Tensor, tf.Tensor]:
@@ -195,8 +196,10 @@ def _pair(x1: Any, x2: Any) -> tuple[tf.Tensor, tf.Tensor]:
     x1 = unwrap(x1)
     x2 = unwrap(x2)
     if tf.is_tensor(x1) and not tf.is_tensor(x2):
+        x1 = _tensor(x1)
         return x1, tf.convert_to_tensor(x2, dtype=x1.dtype)
     if tf.is_tensor(x2) and not tf.is_tensor(x1):
+        x2 = _tensor(x2)
         return tf.convert_to_tensor(x1, dtype=x2.dtype), x2
     return _tensor(x1), _tensor(x2)
 
@@ -215,7 +218,7 @@ def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: Any = N
 
 
 def astype(x: Any, dtype: Any, /, *, copy: bool = True, device: Any = None) -> tf.Tensor:
-    return tf.cast(unwrap(x), dtype)
+    return tf.cast(_tensor(x), dtype)
 
 
 def zeros(shape: Any, *, dtype: Any = None, device: Any = None) -> tf.Tensor:
@@ -239,15 +242,15 @@ def full_like(x: Any, /, fill_value: Any, *, dtype: Any = None, device: Any = No
 
 
 def zeros_like(x: Any, /, *, dtype: Any = None, device: Any = None) -> tf.Tensor:
-    return tf.zeros_like(unwrap(x), dtype=dtype)
+    return tf.zeros_like(_tensor(x), dtype=dtype)
 
 
 def ones_like(x: Any, /, *, dtype: Any = None, device: Any = None) -> tf.Tensor:
-    return tf.ones_like(unwrap(x), dtype=dtype)
+    return tf.ones_like(_tensor(x), dtype=dtype)
 
 
 def reshape(x: Any, /, shape: tuple[int, ...], *, copy: Any = None) -> tf.Tensor:
-    return tf.reshape(unwrap(x), shape)
+    return tf.reshape(_tensor(x), shape)
 
 
 def where(condition: Any, x1: Any, x2: Any, /) -> tf.Tensor:

@@ -19,7 +19,7 @@ class ClipState(NamedTuple):
     ``clipper_state`` is the clipper's own state (an empty NamedTuple for the
     stateless kinds). ``info`` is the :class:`optstrat.ClipInfo` of the latest
     update: ``info.norm`` is the global L2 norm of the gradients before
-    clipping. Right after ``init`` it holds norm 0, scale 1, finite True and
+    clipping. Right after ``init`` it contains norm 0, scale 1, finite True and
     clipped False.
     """
 
@@ -32,8 +32,8 @@ def clip(clipper: Clipper) -> optax.GradientTransformation:
 
     The transformation flattens the updates with ``jax.tree_util``, calls
     ``clipper.update(leaves, state, param_leaves)`` and rebuilds the pytree.
-    ``params``, when given, must have the same tree structure as the updates;
-    the adaptive clippers need them. The state is a :class:`ClipState`, so the
+    ``params``, when given, must have the same tree structure as the updates.
+    The adaptive clippers need them. The state is a :class:`ClipState`, so the
     pre-clip norm can be logged from the optimizer state with
     :func:`last_clip_info`. Everything runs under ``jax.jit`` and ``jax.vmap``.
 
@@ -41,7 +41,7 @@ def clip(clipper: Clipper) -> optax.GradientTransformation:
     becomes zeros, but an optimizer chained after ``clip`` still counts the
     update and decays its moments. Wrap the optimizer with
     :func:`optstrat_optax.skip_nonfinite` to skip such updates whole.
-    ``nonfinite="error"`` raises only outside ``jit``; under ``jit`` it acts
+    ``nonfinite="error"`` raises only outside ``jit``, and under ``jit`` it acts
     like "skip".
 
     >>> import jax.numpy as jnp
@@ -106,7 +106,7 @@ def last_clip_info(opt_state: Any) -> ClipInfo:
     from :func:`clip`, :func:`clip_by_global_norm` or :func:`skip_nonfinite`,
     at any depth (``optax.chain``, ``optax.inject_hyperparams`` and other
     wrappers whose states are pytrees). It raises ValueError when the state
-    contains none or several; read ``ClipState.info`` directly in that case.
+    contains none or several. Read ``ClipState.info`` directly in that case.
 
     >>> import jax.numpy as jnp
     >>> from optstrat_optax import clip_by_global_norm, last_clip_info
@@ -118,19 +118,19 @@ def last_clip_info(opt_state: Any) -> ClipInfo:
     found = [node for node in nodes if isinstance(node, ClipState)]
     if not found:
         raise ValueError(
-            "opt_state contains no optstrat clipping state; build the optimizer with "
+            "opt_state contains no optstrat clipping state. Build the optimizer with "
             "optstrat_optax.clip, clip_by_global_norm or skip_nonfinite"
         )
     if len(found) > 1:
         raise ValueError(
-            f"opt_state contains {len(found)} optstrat clipping states, so the latest ClipInfo is ambiguous; "
-            "read the info field of the ClipState you need"
+            f"opt_state contains {len(found)} optstrat clipping states, so the latest ClipInfo is ambiguous. "
+            "Read the info field of the ClipState you need"
         )
     return found[0].info
 
 
 def clip_leaves(clipper: Clipper | None, leaves: list[Any], clipper_state: Any, param_leaves: Any) -> tuple:
-    """Clip a flat list of JAX arrays; with ``clipper=None`` only measure the global L2 norm."""
+    """Clip a flat list of JAX arrays, or only measure their global L2 norm when ``clipper`` is None."""
     if clipper is None:
         norm = jnp.asarray(global_norm(leaves))
         info = ClipInfo(
@@ -141,7 +141,7 @@ def clip_leaves(clipper: Clipper | None, leaves: list[Any], clipper_state: Any, 
         )
         return leaves, clipper_state, info
     clipped, clipper_state, info = clipper.update(leaves, clipper_state, param_leaves)
-    # An empty pytree gives NumPy values from the core; the state keeps JAX arrays.
+    # The core returns NumPy values for an empty pytree, but the state must contain JAX arrays.
     return list(clipped), clipper_state, ClipInfo(*(jnp.asarray(field) for field in info))
 
 

@@ -35,7 +35,7 @@ def skip_nonfinite(
     """Skip the whole update of ``inner`` when the gradients are not finite.
 
     With ``clipper``, the gradients are clipped first and ``inner`` receives
-    the clipped gradients; the clipper's verdict ``ClipInfo.finite`` decides.
+    the clipped gradients, and the clipper's verdict ``ClipInfo.finite`` decides.
     Without one, the global L2 norm is measured (as
     :func:`optstrat.global_norm` does, without overflow for finite values)
     and an update is skipped when that norm is NaN or infinite.

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from optstrat.clipping import DEFAULT_NONFINITE, ClipByGlobalNorm, ClipInfo, Clipper, global_norm
+from optstrat_torch import _foreach
 
 __all__ = ["clip_", "clip_grad_norm_"]
 
@@ -57,6 +58,11 @@ def clip_grad_norm_(
     if not grads:
         return torch.tensor(0.0)
 
+    if _foreach.supports(grads):
+        with torch.no_grad():
+            result = _foreach.clip_by_global_norm_(grads, clipper, with_info=False)
+        if result is not None:
+            return result.norm
     if clipper.norm_type == 2.0:
         _, info = _clip_collected(params, grads, clipper, clipper.init(grads))
         return info.norm
@@ -132,11 +138,18 @@ def _params_with_grads(parameters: Parameters) -> tuple[list[torch.Tensor], list
 def _clip_collected(
     params: list[torch.Tensor], grads: list[torch.Tensor], clipper: Clipper, state: Any
 ) -> tuple[Any, ClipInfo]:
+    if type(clipper) is ClipByGlobalNorm and _foreach.supports(grads):
+        with torch.no_grad():
+            result = _foreach.clip_by_global_norm_(grads, clipper)
+        if result is not None:
+            return state, result.info
+
     # The portable path: the core computes every clipped gradient before any is written,
-    # so an exception leaves all gradients as they were. A torch._foreach_* fast path for
-    # known clippers would branch off here.
-    # NOTE: gradients on several devices fail inside the core, which adds per-tensor norms
-    # without moving them to one device as torch does. DTensor gradients are untested.
+    # so an exception leaves all gradients as they were. Tensor subclasses such as DTensor
+    # take it, and it works through their op dispatch.
+    # NOTE: gradients on several devices fail here, because the core adds per-tensor norms
+    # without moving them to one device. The fast path above moves them, so this concerns
+    # other clippers and the fast path's fallbacks (non-finite or extreme values on the CPU).
     with torch.no_grad():
         clipped, state, info = clipper.update(grads, state, params)
         for grad, value in zip(grads, clipped):

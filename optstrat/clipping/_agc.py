@@ -31,11 +31,12 @@ UNIT_AXES = ("last", "first")
 def unit_axes(shape: tuple[int, ...], unit_axis: str) -> tuple[int, ...] | None:
     """Return the axes a unit norm reduces over for an array of ``shape``; None means all axes.
 
-    ``unit_axis="last"`` follows ``optax.adaptive_grad_clip`` (output units on
-    the last axis, as in Flax and Keras kernels): an array with at most one
-    dimension larger than 1 is one unit; otherwise rank 2 and 3 reduce over
-    axis 0, rank 4 over (0, 1, 2) and rank 5 over (0, 1, 2, 3). Rank 6 and
-    above, which optax rejects, reduce over every axis but the last.
+    ``unit_axis="last"`` follows ``optax.adaptive_grad_clip`` (optax 0.2.8),
+    which expects output units on the last axis, as in Flax and Keras kernels.
+    An array with at most one dimension larger than 1 is one unit. Otherwise
+    rank 2 and 3 reduce over axis 0, rank 4 over (0, 1, 2) and rank 5 over
+    (0, 1, 2, 3). Rank 6 and above, which optax rejects, reduce over every axis
+    but the last.
 
     ``unit_axis="first"`` follows timm's ``adaptive_clip_grad`` for PyTorch's
     (out, in, ...) layout: rank 0 and 1 are one unit, and higher ranks reduce
@@ -116,5 +117,6 @@ class AdaptiveClip(Clipper):
         axes = unit_axes(tuple(grad.shape), self.unit_axis)
         grad_norm = unit_l2_norms(grad, xp, axes)
         param_norm = unit_l2_norms(param, xp, axes)
-        limit = as_threshold(xp, self.clipping, param_norm) * xp.maximum(param_norm, as_threshold(xp, self.eps, param_norm))
+        floored = xp.maximum(param_norm, as_threshold(xp, self.eps, param_norm))
+        limit = as_threshold(xp, self.clipping, param_norm) * floored
         return factor_to_limit(xp, grad_norm, limit)

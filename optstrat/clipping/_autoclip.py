@@ -27,9 +27,9 @@ class AutoClipState(NamedTuple):
     """The state of :class:`AutoClip`, fixed-shape arrays of the gradients' namespace.
 
     ``norms`` is the ring buffer of the last ``history_size`` finite global L2
-    norms (shape ``(history_size,)``, the norm's dtype); ``count`` the number
-    of entries filled so far, at most ``history_size``; ``index`` the slot
-    written next. Both counters are int32 0-d arrays.
+    norms, with shape ``(history_size,)`` and the norm's dtype. ``count`` is
+    the number of entries filled so far, at most ``history_size``, and
+    ``index`` the slot written next. Both counters are int32 0-d arrays.
     """
 
     norms: Any
@@ -49,13 +49,13 @@ class AutoClip(Clipper):
     never clipped, because its own norm is the only entry. Non-finite updates
     are not recorded. ``0 <= percentile <= 100``, ``history_size >= 1``.
 
-    This is Seetharaman et al. 2020, "AutoClip: Adaptive Gradient Clipping
-    for Source Separation Networks" (arXiv 2007.14469). Their PyTorch code
-    keeps every norm since the start (here only the last ``history_size``,
-    so the state has a fixed shape and the threshold follows the recent
-    norms) and clips with ``torch.nn.utils.clip_grad_norm_``, whose
-    ``1e-6`` epsilon makes its gradients smaller by a relative
-    ``1e-6 / norm``.
+    This is AutoClip (Seetharaman et al. 2020, "AutoClip: Adaptive Gradient
+    Clipping for Source Separation Networks", arXiv 2007.14469). Their PyTorch
+    code (pseeth/autoclip, ``autoclip.py``) keeps every norm since the start.
+    Here only the last ``history_size`` are kept, so the state has a fixed
+    shape and the threshold follows the recent norms. Their code clips with
+    ``torch.nn.utils.clip_grad_norm_``, whose ``1e-6`` epsilon makes the
+    clipped gradients smaller by a relative ``1e-6 / norm``.
 
     >>> import numpy as np
     >>> clipper = AutoClip(percentile=50.0, history_size=3)

@@ -6,11 +6,9 @@ import abc
 import math
 from typing import Any, ClassVar, NamedTuple
 
-import numpy as np
-
 from optstrat import _xp
 from optstrat._validate import check_choice
-from optstrat.clipping._norms import l2_norm_and_finite
+from optstrat.clipping._norms import as_array, l2_norm_and_finite
 from optstrat.clipping._tree import flatten, namespace_of_leaves
 from optstrat.config import to_config
 
@@ -47,14 +45,14 @@ class NonFiniteGradientError(FloatingPointError):
 
 
 class ClipInfo(NamedTuple):
-    """What a clipper did on one update, each field a 0-d array of the gradients' namespace.
+    """The record of one clipper update, each field a 0-d array of the gradients' namespace.
 
-    ``norm`` is the global L2 norm before clipping (float32, or float64 when a
-    gradient is float64); ``scale`` the global factor applied, 1 when nothing
-    was clipped, 0 when a non-finite update was skipped, and for the per-tensor
-    and elementwise kinds the smallest factor applied to any value; ``finite``
-    whether every gradient was finite; ``clipped`` whether any value was
-    changed (True for a skipped update).
+    ``norm`` is the global L2 norm before clipping, float32 or float64 when a
+    gradient is float64. ``scale`` is the global factor applied: 1 when nothing
+    was clipped and 0 when a non-finite update was skipped. For the per-tensor,
+    unit-wise and elementwise kinds it is the smallest factor applied to any
+    value. ``finite`` tells whether every gradient was finite, and ``clipped``
+    whether any value was changed (True for a skipped update).
     """
 
     norm: Any
@@ -79,11 +77,12 @@ class Clipper(abc.ABC):
 
     Non-finite gradients (NaN or infinity anywhere) follow the clipper's
     ``nonfinite`` policy. ``"skip"`` returns zeros with ``finite=False``.
-    ``"error"`` raises :class:`NonFiniteGradientError` before anything is
-    computed from the bad values; under ``jax.jit`` the check cannot run, so
-    it acts like ``"skip"`` there. ``"propagate"`` returns the gradients
-    unchanged, non-finite values included. In every policy the stateful
-    clippers leave their state unchanged on a non-finite update.
+    ``"error"`` raises :class:`NonFiniteGradientError` after measuring the
+    norm and before any gradient or state is changed. Under ``jax.jit`` the
+    check cannot run, so there it acts like ``"skip"``. ``"propagate"``
+    returns the gradients unchanged, non-finite values included. In every
+    policy the stateful clippers leave their state unchanged on a non-finite
+    update.
     """
 
     kind: ClassVar[str]
@@ -216,15 +215,3 @@ def make_info(xp: Any, norm: Any, scale: Any, finite: Any, clipped: Any) -> Clip
         finite=as_array(xp, finite),
         clipped=as_array(xp, clipped),
     )
-
-
-def as_array(xp: Any, value: Any) -> Any:
-    """Return ``value`` as an array of ``xp``.
-
-    NumPy reductions, and arithmetic on 0-d arrays, return NumPy scalars; they
-    become 0-d arrays here. Arrays pass through untouched (``torch.asarray``
-    would warn about ``requires_grad``).
-    """
-    if isinstance(value, np.generic):
-        return xp.asarray(value)
-    return value

@@ -35,14 +35,14 @@ class ClipByGlobalNorm(Clipper):
     (no 0/0). ``ClipInfo.norm`` is the L2 norm even when ``norm_type`` is
     another p.
 
-    Reproduces ``optax.clip_by_global_norm(max_norm)`` exactly (optax gives
-    NaN for zero gradients with ``max_norm=0``, and overflows to a zero update
-    for float16 gradients whose squares overflow), Keras's
-    ``global_clipnorm=max_norm``, and ``torch.nn.utils.clip_grad_norm_(params,
-    max_norm, norm_type)`` except that torch divides by ``norm + 1e-6``, so its
-    clipped gradients are smaller by a relative ``1e-6 / norm``. The norm is
-    the same as theirs up to rounding, but finite where float16 or float32
-    squares overflow.
+    Reproduces ``optax.clip_by_global_norm(max_norm)`` and Keras's
+    ``global_clipnorm=max_norm`` up to rounding. Optax differs in two cases: it
+    gives NaN for zero gradients with ``max_norm=0``, and it squares float16
+    values in float16, so their norm can overflow and the update become zero.
+    ``torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)`` divides by
+    ``norm + 1e-6``, so its clipped gradients are smaller by a relative
+    ``1e-6 / norm``. The norm itself matches theirs up to rounding, but stays
+    finite where float16 or float32 squares overflow.
 
     >>> import numpy as np
     >>> clipper = ClipByGlobalNorm(max_norm=5.0)

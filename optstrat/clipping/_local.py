@@ -20,7 +20,7 @@ from optstrat.clipping._base import (
     measure,
     smallest,
 )
-from optstrat.clipping._norms import check_norm_type, norm_of_leaves
+from optstrat.clipping._norms import check_norm_type, leaf_norms, norm_of_leaves
 from optstrat.config import register
 
 __all__ = ["ClipByNorm", "ClipByValue"]
@@ -94,8 +94,8 @@ class ClipByNorm(Clipper):
     over the tensors and ``ClipInfo.norm`` the global L2 norm before clipping.
 
     Reproduces Keras's per-variable ``clipnorm=max_norm`` (for ``norm_type=2``)
-    up to rounding; Keras turns only the affected variable into NaN when one
-    holds infinity, while here the ``nonfinite`` policy applies to all.
+    up to rounding. When one variable contains infinity, Keras turns only that
+    variable into NaN, while here the ``nonfinite`` policy applies to all.
     PyTorch and Optax have no per-tensor norm clipping.
 
     >>> import numpy as np
@@ -120,8 +120,7 @@ class ClipByNorm(Clipper):
         finite = measured.finite
 
         factors = []
-        for leaf in measured.leaves:
-            norm = norm_of_leaves([leaf], xp, self.norm_type)
+        for norm in leaf_norms(measured.leaves, xp, self.norm_type):
             factor = factor_to_limit(xp, norm, as_threshold(xp, self.max_norm, norm))
             if self.nonfinite == "propagate":
                 factors.append(xp.where(finite, factor, xp.ones_like(factor)))

@@ -5,8 +5,8 @@ namespace computes in float64 (NumPy, PyTorch, array-api-strict, JAX with
 64-bit mode): every square of a float32 value is exact there, and no sum of
 them overflows. Elsewhere (JAX by default), and for float64 input, the values
 are first multiplied by a power of two chosen from their largest magnitude, so
-that their squares neither overflow nor vanish; this costs a second pass over
-the data but keeps the norm finite and accurate for every result that the
+that their squares neither overflow nor vanish. This costs a second pass over
+the data, but keeps the norm finite and accurate for every result that the
 output dtype can hold, including float32 values whose squares overflow float32.
 The largest magnitude is taken over all arrays together, so the norm does not
 depend on how the values are split into arrays beyond rounding.
@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from optstrat import _xp
 from optstrat._validate import check_number
 from optstrat.clipping._tree import flatten, namespace_of_leaves
@@ -26,6 +28,7 @@ from optstrat.clipping._tree import flatten, namespace_of_leaves
 __all__ = [
     "Accumulation",
     "accumulation",
+    "as_array",
     "check_norm_type",
     "global_norm",
     "l2_norm_and_finite",
@@ -46,11 +49,11 @@ _FLOAT64_BAND = (2.0**400, 2.0**600)
 
 
 class Accumulation(NamedTuple):
-    """How the norm of a group of arrays is computed.
+    """The accumulation plan for the norm of a group of arrays.
 
-    ``dtype`` is the dtype the values are summed in, ``result`` the dtype of
-    the returned norm, and ``rescale`` whether values are divided by their
-    largest magnitude before squaring.
+    ``dtype`` is the dtype the values are summed in and ``result`` the dtype of
+    the returned norm. ``rescale`` tells whether the values are multiplied by a
+    power of two chosen from their largest magnitude before squaring.
     """
 
     dtype: Any
@@ -68,7 +71,7 @@ def check_norm_type(value: Any) -> float:
 
 
 def accumulation(xp: Any, leaves: list[Any]) -> Accumulation:
-    """Return how to accumulate the norm of ``leaves``: float64 input gives a float64 norm, else float32."""
+    """Return the accumulation plan for ``leaves``: float64 input gives a float64 norm, other input float32."""
     float64 = getattr(xp, "float64", None)
     if float64 is not None and any(leaf.dtype == float64 for leaf in leaves):
         return Accumulation(float64, float64, True)
@@ -105,7 +108,7 @@ def global_norm(grads: Any, norm_type: float | str = 2.0, *, xp: Any = None) -> 
 
 
 def norm_of_leaves(leaves: list[Any], xp: Any, norm_type: float) -> Any:
-    """Return the global ``norm_type``-norm of ``leaves`` (see :func:`global_norm`)."""
+    """Return the global ``norm_type``-norm of ``leaves`` as a 0-d array (see :func:`global_norm`)."""
     if norm_type == 2.0:
         return l2_norm_and_finite(leaves, xp)[0]
 
@@ -114,11 +117,11 @@ def norm_of_leaves(leaves: list[Any], xp: Any, norm_type: float) -> Any:
     if not present:
         return _zero(xp, leaves, plan.result)
     if norm_type == math.inf:
-        return _largest(xp, present, plan.result)
+        return as_array(xp, _largest(xp, present, plan.result))
     if norm_type == 1.0:
         total = _sum_all(xp, [xp.sum(xp.abs(xp.astype(leaf, plan.dtype))) for leaf in present])
-        return _narrow(xp, total, plan.result)
-    return _p_norm(xp, present, plan, norm_type)
+        return as_array(xp, _narrow(xp, total, plan.result))
+    return as_array(xp, _p_norm(xp, present, plan, norm_type))
 
 
 def leaf_norms(leaves: list[Any], xp: Any, norm_type: float) -> list[Any]:
@@ -136,13 +139,13 @@ def l2_norm_and_finite(leaves: list[Any], xp: Any) -> tuple[Any, Any]:
 
     if not plan.rescale:
         total = _sum_all(xp, [xp.sum(_square(xp.astype(leaf, plan.dtype))) for leaf in present])
-        return _narrow(xp, safe_sqrt(xp, total), plan.result), xp.isfinite(total)
+        return as_array(xp, _narrow(xp, safe_sqrt(xp, total), plan.result)), as_array(xp, xp.isfinite(total))
 
     largest = _largest(xp, present, plan.dtype)
     finite = xp.isfinite(largest)
     scale, inverse = _power_of_two_scale(xp, largest, plan.dtype)
     total = _sum_all(xp, [xp.sum(_square(xp.astype(leaf, plan.dtype) * scale)) for leaf in present])
-    return xp.where(finite, safe_sqrt(xp, total) * inverse, largest), finite
+    return as_array(xp, xp.where(finite, safe_sqrt(xp, total) * inverse, largest)), as_array(xp, finite)
 
 
 def unit_l2_norms(leaf: Any, xp: Any, axes: tuple[int, ...] | None) -> Any:
@@ -184,7 +187,8 @@ def _p_norm(xp: Any, leaves: list[Any], plan: Accumulation, norm_type: float) ->
     safe_largest = xp.where(present, largest, xp.ones_like(largest))
     log_limit = math.log(float(xp.finfo(plan.dtype).max)) - xp.log(safe_largest)
     fits = xp.log(safe_total) / norm_type <= log_limit
-    root = xp.where(fits, xp.where(fits, safe_total, xp.ones_like(total)) ** (1.0 / norm_type), xp.zeros_like(total) + math.inf)
+    powered = xp.where(fits, safe_total, xp.ones_like(total)) ** (1.0 / norm_type)
+    root = xp.where(fits, powered, xp.zeros_like(total) + math.inf)
     root = xp.where(positive, root, xp.zeros_like(total))
     norm = xp.where(finite, largest * root, largest)
     return _narrow(xp, norm, plan.result)
@@ -205,6 +209,18 @@ def _power_of_two_scale(xp: Any, largest: Any, dtype: Any) -> tuple[Any, Any]:
     scale = xp.where(big, one * (1.0 / shift), xp.where(small, one * shift, one))
     inverse = xp.where(big, one * shift, xp.where(small, one * (1.0 / shift), one))
     return scale, inverse
+
+
+def as_array(xp: Any, value: Any) -> Any:
+    """Return ``value`` as an array of ``xp``.
+
+    NumPy reductions, and arithmetic on 0-d arrays, return NumPy scalars; they
+    become 0-d arrays here. Arrays pass through untouched (``torch.asarray``
+    would warn about ``requires_grad``).
+    """
+    if isinstance(value, np.generic):
+        return xp.asarray(value)
+    return value
 
 
 def _present(leaves: list[Any]) -> list[Any]:

@@ -12,7 +12,7 @@ from optstrat._validate import check_number
 
 __all__ = ["DEFAULT_SUGGEST_PERCENTILE", "ring_percentile", "suggest_max_norm"]
 
-#: The percentile :func:`suggest_max_norm` uses unless told otherwise.
+#: The percentile :func:`suggest_max_norm` uses when none is given.
 DEFAULT_SUGGEST_PERCENTILE = 90.0
 
 

@@ -31,8 +31,8 @@ class ZClipState(NamedTuple):
     """The state of :class:`ZClip`, 0-d arrays of the gradients' namespace.
 
     ``mean`` and ``variance`` are the running statistics of the global L2
-    norm (the norm's dtype); ``count`` the number of finite updates seen,
-    int32, at most ``warmup_steps``.
+    norm, in the norm's dtype. ``count`` is the number of finite updates seen,
+    an int32 that stops at ``warmup_steps``.
     """
 
     mean: Any
@@ -46,30 +46,31 @@ class ZClip(Clipper):
     """Clip global-norm spikes to ``mean + z_threshold * std`` of an EMA of past norms (ZClip).
 
     Warmup: the first ``warmup_steps`` finite updates pass unchanged and only
-    record their global L2 norm; at the end of warmup, mean and variance are
+    record their global L2 norm. At the end of warmup, mean and variance are
     the mean and population variance of those norms. After warmup, with norm
     the current global L2 norm and std = sqrt(variance):
 
     - z = (norm - mean) / (std + 1e-6);
     - if z > z_threshold, threshold = mean + z_threshold * std and
-      g <- g * threshold / norm; the effective norm is then the threshold,
+      g <- g * threshold / norm. The effective norm is then the threshold,
       otherwise the norm itself;
     - mean <- alpha * mean + (1 - alpha) * effective, then
       variance <- alpha * variance + (1 - alpha) * (effective - mean)^2 with
       the updated mean.
 
     Non-finite updates change nothing in the state. ``0 <= alpha <= 1``
-    (``alpha=1`` keeps the warmup statistics), ``z_threshold > 0``,
-    ``warmup_steps >= 1``.
+    (``alpha=1`` keeps the warmup statistics), ``z_threshold > 0`` and
+    ``warmup_steps >= 1``. With one warmup step the variance starts at 0.
 
-    This is Kumar et al. 2025, "ZClip: Adaptive Spike Mitigation for LLM
-    Pre-Training" (arXiv 2504.02507), in the variant that clips an outlier
-    to mean + z_threshold * std. The reference code differs in three ways:
-    by default it clips to mean + z_threshold**2 * std / z (its
-    ``adaptive_scaling``, a lower threshold for larger spikes), it also caps
-    every update at ``max_grad_norm=1.0`` (during warmup too) unless that is
-    set to None, and it divides by ``norm + 1e-6`` when scaling. Its statistics update
-    and z-score are the ones above.
+    This is ZClip (Kumar et al. 2025, "ZClip: Adaptive Spike Mitigation for
+    LLM Pre-Training", arXiv 2504.02507) in the variant that clips an outlier
+    to mean + z_threshold * std. The reference code (bluorion-com/ZClip,
+    ``zclip/zclip.py``) has the same warmup, z-score and statistics update,
+    but differs in three ways. By default it clips a spike to
+    mean + z_threshold**2 * std / z (``clip_option="adaptive_scaling"``, a
+    lower threshold for larger spikes). It also caps every update at
+    ``max_grad_norm``, 1.0 by default and during warmup too, unless that is
+    None. And it scales by ``threshold / (norm + 1e-6)``.
 
     >>> import numpy as np
     >>> clipper = ZClip(warmup_steps=2)
@@ -110,7 +111,7 @@ class ZClip(Clipper):
         finite = measured.finite
         mean = state.mean
         variance = state.variance
-        # A non-finite norm changes nothing; the mean stands in for it so that no inf - inf occurs.
+        # A non-finite norm changes nothing, so the mean replaces it here and no inf - inf occurs.
         norm = xp.where(finite, xp.astype(measured.norm, mean.dtype), mean)
 
         # Warmup: Welford's running mean and population variance of the recorded norms.

@@ -289,10 +289,11 @@ class OneCycle(Schedule):
     final_div_factor, three_phase)`` for t <= T - 1; torch extrapolates at
     t = T and raises after it. ``optax.cosine_onecycle_schedule(T, max_value,
     pct_start, div_factor, final_div_factor)`` puts its knots at 0, floor(p * T)
-    and T: with the same arguments its peak and its end come one step later
-    than here, and its warmup is one step longer. It equals this schedule when
-    called with ``transition_steps=T - 1`` and a ``pct_start`` that puts
-    floor(pct_start * (T - 1)) at p * T - 1 (an integer).
+    and T: with the same arguments its end comes one step later than here,
+    and so does its peak when p * T is an integer (its warmup is then one step
+    longer). It equals this schedule when called with ``transition_steps=T - 1``
+    and a ``pct_start`` that puts floor(pct_start * (T - 1)) at p * T - 1 (an
+    integer).
     ``optax.linear_onecycle_schedule`` matches ``anneal="linear",
     three_phase=True`` the same way, with ``pct_final`` for e2.
 

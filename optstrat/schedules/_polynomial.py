@@ -52,8 +52,11 @@ def interpolate(start: float, end: float, done_fraction: Any, left_fraction: Any
 
     The two fractions come from :func:`progress` and add up to 1. Weighting both
     ends keeps the value exact at each of them and free of cancellation when
-    ``start`` and ``end`` have the same sign.
+    ``start`` and ``end`` have the same sign, and it is exactly ``start`` when
+    both ends are equal.
     """
+    if start == end:
+        return 0.0 * done_fraction + end
     return start * left_fraction + end * done_fraction
 
 
@@ -152,6 +155,8 @@ class Linear(Schedule):
         return interpolate(self.init_value, self.end_value, done_fraction, left_fraction)
 
     def _horizon(self) -> int | None:
+        if self.init_value == self.end_value:
+            return 0
         return self.transition_begin + self.transition_steps
 
 

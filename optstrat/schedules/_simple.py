@@ -251,6 +251,7 @@ def _split_power(step: StepArray, base: float, exponent: list[tuple[Any, float]]
     # The where() between the two exp() calls also keeps XLA from rewriting
     # exp(fraction) * exp(whole) into exp(fraction + whole), which rounds the sum.
     overflowed = whole > _FLOAT32_SAFE_EXPONENT
-    scale = xp.where(overflowed, step.as_float(math.inf), xp.exp(xp.minimum(whole, step.as_float(_FLOAT32_SAFE_EXPONENT))))
+    bounded = xp.minimum(whole, step.as_float(_FLOAT32_SAFE_EXPONENT))
+    scale = xp.where(overflowed, step.as_float(math.inf), xp.exp(bounded))
     value = xp.exp(fraction) * scale
     return xp.where(saturated, step.as_float(math.inf if log_base > 0.0 else 0.0), value)

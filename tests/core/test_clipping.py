@@ -240,6 +240,18 @@ def test_zero_size_arrays(clipper, xp):
 
 
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf, 0.5, 3.0])
+def test_global_norm_is_0d_array(norm_type, xp):
+    grads = [xp.asarray([3.0, -4.0], dtype=xp.float32)]
+
+    norm = global_norm(grads, norm_type)
+
+    assert namespace_name(norm) == namespace_name(grads[0])
+    assert type(norm) is not np.float32
+    assert tuple(norm.shape) == ()
+    assert norm.dtype == xp.float32
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, math.inf, 0.5, 3.0])
 def test_global_norm_of_zero_size_arrays_is_zero(norm_type, xp):
     norm = global_norm([xp.zeros((0,)), xp.zeros((2, 0, 3))], norm_type)
     assert tuple(norm.shape) == ()

@@ -40,7 +40,7 @@ def mean_squared_error(params, inputs, targets):
 
 
 def train(optimizer, steps):
-    """Train the linear model under jit; return the losses, norms before clipping and final params."""
+    """Train the linear model under jit and return the final params, state, losses and pre-clip norms."""
     inputs, targets = linear_problem()
     params = {"w": jnp.zeros(3), "b": jnp.zeros(())}
 
@@ -148,16 +148,19 @@ def test_every_clipper_matches_core(clipper):
 
     clipped, state = jax.jit(transform.update)(grads, transform.init(params), params)
 
+    # The reference calls the core on NumPy copies of the flattened leaves, which is
+    # fast and accumulates norms in float64, hence the float32-level tolerance.
     leaves, treedef = jax.tree_util.tree_flatten(grads)
-    param_leaves = jax.tree_util.tree_leaves(params)
+    leaves = [np.asarray(leaf) for leaf in leaves]
+    param_leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(params)]
     expected, expected_state, expected_info = clipper.update(leaves, clipper.init(param_leaves), param_leaves)
-    for actual, wanted in zip(jax.tree_util.tree_leaves(clipped), expected):
-        np.testing.assert_allclose(actual, wanted, rtol=1e-6)
     assert jax.tree_util.tree_structure(clipped) == treedef
+    for actual, wanted in zip(jax.tree_util.tree_leaves(clipped), expected):
+        np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-7)
     for actual, wanted in zip(state.info, expected_info):
-        np.testing.assert_allclose(actual, wanted, rtol=1e-6)
+        np.testing.assert_allclose(actual, wanted, rtol=1e-5)
     for actual, wanted in zip(jax.tree_util.tree_leaves(state.clipper_state), jax.tree_util.tree_leaves(expected_state)):
-        np.testing.assert_allclose(actual, wanted, rtol=1e-6)
+        np.testing.assert_allclose(actual, wanted, rtol=1e-5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,8 +261,8 @@ def test_nonfinite_skip_gives_zeros():
 
 
 def test_nonfinite_propagate_known_difference():
-    # optax turns every gradient into NaN (the norm is NaN); optstrat's "propagate"
-    # leaves the gradients as they are, so only the NaN entry stays NaN.
+    # optax turns every gradient into NaN because the norm is NaN. optstrat's
+    # "propagate" leaves the gradients as they are, so only the NaN entry stays NaN.
     grads = {"a": jnp.array([jnp.nan, 1.0]), "b": jnp.array([2.0])}
     transform = clip_by_global_norm(1.0, nonfinite="propagate")
 
@@ -268,12 +271,13 @@ def test_nonfinite_propagate_known_difference():
 
     np.testing.assert_array_equal(clipped["a"], [np.nan, 1.0])
     np.testing.assert_array_equal(clipped["b"], [2.0])
-    assert bool(jnp.all(jnp.isnan(reference["a"]))) and bool(jnp.all(jnp.isnan(reference["b"])))
+    assert bool(jnp.all(jnp.isnan(reference["a"])))
+    assert bool(jnp.all(jnp.isnan(reference["b"])))
     assert not bool(state.info.finite)
 
 
 def test_zero_grads_zero_max_norm_known_difference():
-    # optax computes 0 / 0 here and returns NaN; optstrat keeps the zeros.
+    # optax computes 0 / 0 here and returns NaN, while optstrat keeps the zeros.
     grads = {"a": jnp.zeros(3), "b": jnp.zeros((2, 2))}
 
     clipped, state = clip_by_global_norm(0.0).update(grads, clip_by_global_norm(0.0).init(grads))
@@ -287,7 +291,7 @@ def test_zero_grads_zero_max_norm_known_difference():
 
 def test_large_float32_values_known_difference():
     # optax sums the squares in float32, so a norm above 3.4e38 ** 0.5 overflows to
-    # inf and the clipped gradients become 0; optstrat's norm stays finite.
+    # inf and the clipped gradients become 0. optstrat's norm stays finite.
     grads = [jnp.full(3, 1e20, dtype=jnp.float32)]
 
     clipped, state = clip_by_global_norm(1.0).update(grads, clip_by_global_norm(1.0).init(grads))

@@ -96,7 +96,7 @@ def test_inject_hyperparams_reads_schedule():
     assert float(state.hyperparams["learning_rate"]) == pytest.approx(schedule(0), rel=RTOL)
     for step in range(14):
         updates, state = update(jnp.ones(2), state, params)
-        # After update k the state holds the rate that update k used.
+        # After update k the state contains the rate that update k used.
         injected = float(state.hyperparams["learning_rate"])
         assert injected == pytest.approx(schedule(step), rel=RTOL, abs=ATOL)
         assert -float(updates[0]) == pytest.approx(schedule(step), rel=RTOL, abs=ATOL)

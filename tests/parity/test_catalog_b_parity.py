@@ -43,13 +43,22 @@ def make_optimizer(lr):
 
 
 def torch_curve(scheduler, steps):
-    """Return the learning rate of the first ``steps`` updates in torch's loop."""
-    curve = []
-    for _ in range(steps):
-        curve.append(scheduler.optimizer.param_groups[0]["lr"])
+    """Return the learning rate of the first ``steps`` updates in torch's loop.
+
+    The scheduler is stepped ``steps - 1`` times, so it never computes the value
+    of an update that is not recorded.
+    """
+    curve = [scheduler.optimizer.param_groups[0]["lr"]]
+    for _ in range(steps - 1):
         scheduler.optimizer.step()
         scheduler.step()
+        curve.append(scheduler.optimizer.param_groups[0]["lr"])
     return curve
+
+
+def curve_of(schedule, steps):
+    """Return ``schedule`` at steps 0 to ``steps - 1``, from one call on a NumPy array."""
+    return np.asarray(schedule(np.arange(steps))).tolist()
 
 
 def assert_close(ours, reference, *, rtol, scale):
@@ -80,7 +89,7 @@ def test_cosine_restarts_matches_cosine_annealing_warm_restarts(lr, end_fraction
     )
 
     reference = torch_curve(scheduler, steps)
-    assert_close([schedule(t) for t in range(steps)], reference, rtol=RTOL, scale=lr)
+    assert_close(curve_of(schedule, steps), reference, rtol=RTOL, scale=lr)
 
 
 def test_cosine_annealing_warm_restarts_rejects_fractional_period_mult():
@@ -126,13 +135,15 @@ def test_one_cycle_matches_one_cycle_lr(max_lr, total_steps, pct_start, div_fact
 
     # Steps 0 to total_steps - 1: torch raises two steps later (see below).
     reference = torch_curve(scheduler, total_steps)
-    assert_close([schedule(t) for t in range(total_steps)], reference, rtol=RTOL, scale=max_lr)
+    assert_close(curve_of(schedule, total_steps), reference, rtol=RTOL, scale=max_lr)
 
 
 def test_one_cycle_lr_extrapolates_at_total_steps_then_raises():
     scheduler = lr_scheduler.OneCycleLR(make_optimizer(1.0), max_lr=1.0, total_steps=10, cycle_momentum=False)
     schedule = ops.OneCycle(max_value=1.0, total_steps=10)
     torch_curve(scheduler, 10)
+    scheduler.optimizer.step()
+    scheduler.step()
 
     # Known difference: at t = total_steps torch continues the last cosine past its end
     # (0.049519, the value of t = 8 mirrored); one_cycle holds the minimum.
@@ -179,7 +190,7 @@ def test_cyclic_matches_cyclic_lr(base_lr, amplitude, up, down, mode, gamma, ste
     )
 
     reference = torch_curve(scheduler, steps)
-    assert_close([schedule(t) for t in range(steps)], reference, rtol=RTOL, scale=max_lr)
+    assert_close(curve_of(schedule, steps), reference, rtol=RTOL, scale=max_lr)
 
 
 def test_cyclic_lr_divides_by_zero_without_a_rise():
@@ -237,17 +248,22 @@ def keras_restarts():
         finally:
             worker.stdin.close()
             worker.wait(timeout=60)
+            worker.stdout.close()
 
 
-def real_cycle_starts(first_period, period_mult, limit):
-    starts, start, length = [], Fraction(0), Fraction(first_period)
+def steps_next_to_restarts(first_period, period_mult, limit):
+    """Return {step: cycle index} for the integer steps within 1e-4 relative of a real cycle start."""
+    near, start, length, index = {}, Fraction(0), Fraction(first_period), 0
     while start <= limit:
-        starts.append(start)
-        start, length = start + length, length * Fraction(period_mult)
-    return starts
+        tolerance = 1e-4 * max(float(start), 1.0)
+        for step in range(math.floor(start - tolerance), math.ceil(start + tolerance) + 1):
+            if step >= 0 and abs(step - start) <= tolerance:
+                near[step] = index
+        start, length, index = start + length, length * Fraction(period_mult), index + 1
+    return near
 
 
-@settings(max_examples=25)
+@settings(max_examples=20)
 @given(
     init_value=lrs,
     first_period=st.integers(1, 20),
@@ -277,15 +293,16 @@ def test_cosine_restarts_matches_keras(keras_restarts, init_value, first_period,
         steps,
     )
 
-    starts = real_cycle_starts(first_period, period_mult, steps[-1] + 1)
+    ours = curve_of(schedule, len(steps))
+    near_restarts = steps_next_to_restarts(first_period, period_mult, steps[-1])
     for step, keras_value in zip(steps, reference):
-        accepted = [schedule(step)]
+        accepted = [ours[step]]
         # Known difference: Keras finds the cycle with a float32 logarithm, so within
         # about 1e-4 of a real restart it may still be in the previous cycle (near
         # end_value) or already in the next one (near that cycle's peak).
-        for index, start in enumerate(starts):
-            if abs(step - start) <= 1e-4 * max(float(start), 1.0):
-                accepted += [end_value, end_value + (init_value - end_value) * value_mult**index]
+        if step in near_restarts:
+            index = near_restarts[step]
+            accepted += [end_value, end_value + (init_value - end_value) * value_mult**index]
         assert any(
             math.isclose(keras_value, value, rel_tol=FLOAT32_RTOL, abs_tol=FLOAT32_RTOL * init_value)
             for value in accepted
@@ -303,18 +320,23 @@ def test_cosine_restarts_keras_anchors(keras_restarts):
 # Optax --------------------------------------------------------------------------------------------
 
 
+# Every example evaluates Optax on the same grid of steps, so JAX compiles each operation once.
+OPTAX_GRID = 512
+
+
 def optax_values(schedule, steps):
     jax = pytest.importorskip("jax")
-    return [float(value) for value in np.asarray(jax.vmap(schedule)(jax.numpy.asarray(steps)))]
+    grid = np.asarray(jax.vmap(schedule)(jax.numpy.arange(OPTAX_GRID)))
+    return [float(grid[step]) for step in steps]
 
 
 @given(
     init_value=lrs,
     end_fraction=st.floats(0.0, 0.9),
-    first_period=st.integers(1, 20),
+    first_period=st.integers(1, 10),
     period_mult=st.integers(1, 3),
     value_mult=st.floats(0.0, 1.0),
-    cycles=st.integers(1, 5),
+    cycles=st.integers(1, 4),
 )
 def test_cosine_restarts_matches_optax_sgdr(init_value, end_fraction, first_period, period_mult, value_mult, cycles):
     optax = pytest.importorskip("optax")
@@ -337,7 +359,7 @@ def test_cosine_restarts_matches_optax_sgdr(init_value, end_fraction, first_peri
     reference = optax.sgdr_schedule(pieces)
     steps = list(range(sum(piece["decay_steps"] for piece in pieces)))
 
-    assert_close([schedule(t) for t in steps], optax_values(reference, steps), rtol=FLOAT32_RTOL, scale=init_value)
+    assert_close(curve_of(schedule, len(steps)), optax_values(reference, steps), rtol=FLOAT32_RTOL, scale=init_value)
 
 
 @given(
@@ -368,7 +390,7 @@ def test_one_cycle_matches_optax_cosine_onecycle(peak_value, total_steps, peak_f
     )
     steps = list(range(total_steps + 3))
 
-    assert_close([schedule(t) for t in steps], optax_values(reference, steps), rtol=FLOAT32_RTOL, scale=peak_value)
+    assert_close(curve_of(schedule, len(steps)), optax_values(reference, steps), rtol=FLOAT32_RTOL, scale=peak_value)
 
 
 @given(
@@ -401,10 +423,10 @@ def test_one_cycle_matches_optax_linear_onecycle(peak_value, total_steps, peak_f
     )
     steps = list(range(total_steps + 3))
 
-    assert_close([schedule(t) for t in steps], optax_values(reference, steps), rtol=FLOAT32_RTOL, scale=peak_value)
+    assert_close(curve_of(schedule, len(steps)), optax_values(reference, steps), rtol=FLOAT32_RTOL, scale=peak_value)
 
 
-@pytest.mark.parametrize(("total_steps", "pct_start"), [(10, 0.3), (20, 0.25), (100, 0.3), (7, 0.5)])
+@pytest.mark.parametrize(("total_steps", "pct_start"), [(10, 0.3), (20, 0.25), (100, 0.3), (8, 0.5)])
 def test_optax_onecycle_is_one_step_later_than_torch(total_steps, pct_start):
     optax = pytest.importorskip("optax")
     # Known difference: with the same arguments optax peaks at floor(pct_start * T) and
@@ -469,7 +491,7 @@ def test_wsd_matches_hugging_face_formula(lr, warmup, stable, decay, min_lr_rati
     steps = range(warmup + stable + decay + 5)
     reference = [lr * hf_wsd_factor(t, warmup, stable, decay, "linear", decay_type, min_lr_ratio) for t in steps]
 
-    assert_close([schedule(t) for t in steps], reference, rtol=RTOL, scale=lr)
+    assert_close(curve_of(schedule, len(steps)), reference, rtol=RTOL, scale=lr)
 
 
 def test_wsd_hugging_face_anchors():

@@ -59,6 +59,8 @@ def assert_within(actual, expected, steps, tolerance):
     finite = np.isfinite(expected)
     error = np.where(finite, np.abs(np.where(finite, actual - expected, 0.0)), 0.0)
     allowed = np.broadcast_to(np.asarray(tolerance, dtype=np.float64), error.shape) + FLOAT32_TINY
+    if error.size == 0:
+        return
     worst = int(np.argmax(error - allowed))
     assert np.all(error <= allowed), (
         f"step {int(steps[worst])}: optstrat {actual[worst]!r}, optax {expected[worst]!r}, "
@@ -78,9 +80,9 @@ def exponential_tolerance(expected, steps, transition_steps, decay_rate, transit
     """Return the float32 error bound of decay_rate ** p at each step, relative to the value.
 
     Both sides round the exponent p to float32, an error amplified by
-    |p * ln(decay_rate)|. optax also rounds decay_rate itself to float32, which
-    changes ln(decay_rate) by up to 2**-24 and the value by up to p * 2**-24
-    relative; optstrat takes the logarithm of the exact decay_rate.
+    |p * ln(decay_rate)|. optax also rounds decay_rate itself to float32. That
+    changes ln(decay_rate) by up to 2**-24, so the value moves by up to
+    p * 2**-24 relative. optstrat takes the logarithm of the exact decay_rate.
     """
     local = np.maximum(np.asarray(steps, dtype=np.float64) - transition_begin, 0.0)
     exponent = local / transition_steps
@@ -307,7 +309,7 @@ def test_warmup(pair, warmup_steps, init_fraction, extra):
 
 @pytest.mark.parametrize("transition_steps", [0, -5])
 def test_exponential_nonpositive_transition_steps(transition_steps):
-    # optax returns the constant init_value; optstrat rejects the parameter.
+    # optax returns the constant init_value, while optstrat rejects the parameter.
     reference = optax.exponential_decay(init_value=0.5, transition_steps=transition_steps, decay_rate=0.5)
     assert float(reference(jnp.asarray(100, dtype=jnp.int32))) == 0.5
     with pytest.raises(ValueError, match=f"transition_steps must be a positive integer, got {transition_steps}"):
@@ -315,7 +317,7 @@ def test_exponential_nonpositive_transition_steps(transition_steps):
 
 
 def test_exponential_zero_decay_rate():
-    # optax returns the constant init_value; optstrat rejects the parameter.
+    # optax returns the constant init_value, while optstrat rejects the parameter.
     reference = optax.exponential_decay(init_value=0.5, transition_steps=10, decay_rate=0.0)
     assert float(reference(jnp.asarray(100, dtype=jnp.int32))) == 0.5
     with pytest.raises(ValueError, match="decay_rate must be a finite number > 0, got 0.0"):
@@ -323,7 +325,7 @@ def test_exponential_zero_decay_rate():
 
 
 def test_exponential_negative_transition_begin():
-    # optax falls back to transition_begin=0; optstrat rejects the parameter.
+    # optax falls back to transition_begin=0, while optstrat rejects the parameter.
     reference = optax.exponential_decay(init_value=1.0, transition_steps=1, decay_rate=0.5, transition_begin=-3)
     assert float(reference(jnp.asarray(2, dtype=jnp.int32))) == 0.25
     with pytest.raises(ValueError, match="transition_begin must be a non-negative integer, got -3"):
@@ -331,7 +333,7 @@ def test_exponential_negative_transition_begin():
 
 
 def test_step_decay_zero_rate():
-    # optax's exponential_decay with decay_rate=0 is constant; StepDecay drops to 0 after decay_steps.
+    # optax's exponential_decay with decay_rate=0 is constant, but StepDecay drops to 0 after decay_steps.
     reference = optax.exponential_decay(init_value=1.0, transition_steps=4, decay_rate=0.0, staircase=True)
     schedule = ops.StepDecay(init_value=1.0, decay_rate=0.0, decay_steps=4)
     steps = jnp.asarray([0, 3, 4, 100], dtype=jnp.int32)
@@ -354,7 +356,7 @@ def test_staircase_late_at_multiples():
 
 def test_staircase_above_float32_exact_counts():
     # optax converts the count to float32 before the floor, so from 2**24 on a
-    # staircase step can come up to 64 steps early; optstrat floors the integer.
+    # staircase step can come up to 64 steps early. optstrat floors the integer.
     length = 2**20
     step = 2047 * length - 1
     schedule = ops.ExponentialDecay(init_value=1.0, transition_steps=length, decay_rate=0.999, staircase=True)
@@ -370,7 +372,7 @@ def test_staircase_above_float32_exact_counts():
 
 
 def test_warmup_cosine_zero_peak():
-    # optax sets alpha to 0 when peak_value is 0, so it ignores end_value; optstrat decays to end_value.
+    # optax sets alpha to 0 when peak_value is 0, so it ignores end_value. optstrat decays to end_value.
     schedule = ops.WarmupCosine(peak_value=0.0, warmup_steps=2, decay_steps=6, end_value=0.1)
     reference = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=0.0, warmup_steps=2, decay_steps=6, end_value=0.1

@@ -25,16 +25,16 @@ EXAMPLES = [
     for index, schedule in enumerate(schedules)
 ]
 
-# Every boundary of the examples lies below 30; the rest are far past the end.
+# Every step from 0 to 29, where the examples have their boundaries, then steps far past the end.
 STEPS = list(range(30)) + [97, 1000, 12345, 2**31 - 2, 2**31 - 1]
 SCALAR_STEPS = [0, 1, 7, 29, 2**31 - 1]
 RTOL = 1e-6
 # Values near 0 that come from a difference (1 + cos(x) near x = pi, end - start) lose
-# relative precision in float32; the examples' levels are at most a few units.
+# relative precision in float32, so an absolute term is allowed. The examples' levels are a few units.
 ATOL = 1e-6
 
-# array-api-compat caches its type checks with functools.lru_cache; Dynamo traces
-# through the cache wrapper and warns once per call site. The cached functions
+# array-api-compat caches its type checks with functools.lru_cache. Dynamo traces
+# through the cache wrapper and warns once per call site, but the cached functions
 # only inspect types, so the traced result is the same.
 DYNAMO_LRU_CACHE_WARNING = "ignore:Dynamo detected a call to a `functools.lru_cache`:UserWarning"
 

@@ -399,9 +399,20 @@ def test_clip_matches_core_update(clipper):
 
         state, info = clip_(params, clipper, state)
 
+        assert_states_equal(state, reference_state)
+        if type(clipper) is ops.ClipByGlobalNorm:
+            # The torch._foreach_* fast path sums in another order, so its norm, and with it
+            # the scale, may differ from the core's by float32 rounding (test_torch_foreach.py
+            # holds it equal to the core given the same norm).
+            for param, value in zip(params, expected):
+                torch.testing.assert_close(param.grad, value, rtol=1e-6, atol=0.0)
+            torch.testing.assert_close(info.norm, expected_info.norm, rtol=1e-6, atol=0.0)
+            torch.testing.assert_close(info.scale, expected_info.scale, rtol=1e-6, atol=0.0)
+            assert torch.equal(info.finite, expected_info.finite)
+            assert torch.equal(info.clipped, expected_info.clipped)
+            continue
         for param, value in zip(params, expected):
             assert torch.equal(param.grad, value)
-        assert_states_equal(state, reference_state)
         for field, expected_field in zip(info, expected_info):
             assert torch.equal(field, expected_field)
 
