@@ -77,15 +77,20 @@ def plot_example(kind: str, spec: str, last_step: int, path: Path) -> None:
     values = optstrat.from_spec(spec)(steps)
 
     figure, axes = plt.subplots(figsize=FIGURE_SIZE_INCHES, dpi=DPI)
-    # steps-post draws each value from its step to the next: the value one update uses.
+    # steps-post draws each value as a flat segment from its step to the next one.
     axes.plot(steps, values, drawstyle="steps-post", linewidth=1.5)
+    # The value axis always includes 0, so a constant or a shallow curve is not magnified.
+    low, high = min(0.0, float(values.min())), max(0.0, float(values.max()))
+    padding = 0.05 * ((high - low) or 1.0)
+    axes.set_ylim(low - padding, high + padding)
     axes.set_title(kind, fontsize=10)
     axes.set_xlabel("step", fontsize=9)
     axes.set_ylabel("value", fontsize=9)
     axes.tick_params(labelsize=8)
     axes.grid(alpha=0.3)
-    figure.tight_layout()
-    # No "Software" entry, so the file does not change with the matplotlib version.
+    # Fixed margins instead of tight_layout(), which draws every figure one extra time.
+    figure.subplots_adjust(left=0.16, right=0.97, bottom=0.19, top=0.9)
+    # Leave out the "Software" entry, which names the matplotlib version.
     figure.savefig(path, dpi=DPI, metadata={"Software": None})
     plt.close(figure)
 
@@ -102,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
 
     missing = sorted(set(optstrat.kinds(optstrat.Schedule)) - set(EXAMPLES))
     if missing:
-        print(f"make_plots: error: no example for kinds {', '.join(missing)}; add them to EXAMPLES", file=sys.stderr)
+        print(
+            f"make_plots: error: no example for kinds {', '.join(missing)}. "
+            "Add a spec string for each to EXAMPLES in docs/make_plots.py and to docs/schedules.md.",
+            file=sys.stderr,
+        )
         return 1
 
     import matplotlib

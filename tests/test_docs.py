@@ -1,7 +1,7 @@
 """docs/schedules.md covers every schedule kind, its spec strings parse, and docs/make_plots.py draws them.
 
 In docs/schedules.md each kind has a section headed "### `kind`". The
-```text blocks hold spec strings and nothing else; the one in a kind's section
+```text blocks hold spec strings and nothing else. The one in a kind's section
 is the example that docs/make_plots.py plots into docs/img/<kind>.png.
 """
 
@@ -25,7 +25,7 @@ DOC_PAGES = [SCHEDULES_PAGE, DOCS / "differences.md"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_PNG_BYTES = 40_000
 PLOT_SIZE_PIXELS = (480, 240)
-# A guard against a hung subprocess; drawing every plot takes a few seconds.
+# A guard against a hung subprocess. Drawing every plot takes a few seconds.
 SUBPROCESS_TIMEOUT_SECONDS = 300
 
 SCHEDULE_KINDS = sorted(optstrat.kinds(optstrat.Schedule))
@@ -135,9 +135,16 @@ def test_python_snippet_runs(index):
 # Links ----------------------------------------------------------------------------------------------
 
 
+def link_targets(text: str) -> list[str]:
+    """Return the relative targets of Markdown links outside code blocks and code spans."""
+    prose = re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+    prose = re.sub(r"`[^`]*`", "", prose)
+    return re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", prose)
+
+
 @pytest.mark.parametrize("page", DOC_PAGES, ids=lambda path: path.name)
 def test_relative_links_exist(page):
-    for target in re.findall(r"\]\(([^)#:]+)\)", page_text(page)):
+    for target in link_targets(page_text(page)):
         assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
 
 

@@ -68,21 +68,24 @@ def _polynomial(
     done_fraction: Any,
     left_fraction: Any,
 ) -> Any:
-    """Return ``end + (init - end) * left_fraction ** power`` within a few ulps in float32.
+    """Return ``end + (init - end) * left_fraction ** power`` within a few float32 ulps.
 
-    Where ``left_fraction ** power`` is at most 1/2 it is computed with a
-    power; elsewhere ``1 - left_fraction ** power`` is computed as
-    ``-expm1(power * log(left_fraction))`` and the value as
-    ``init + (end - init) * (1 - left_fraction ** power)``, so neither form
-    cancels. ``left_fraction = 0`` must be handled by the caller.
+    Where ``left_fraction ** power`` is at most 1/2, the power is computed
+    directly. Elsewhere the value is ``init + (end - init) * fallen`` with
+    ``fallen = 1 - left_fraction ** power = -expm1(power * log(left_fraction))``,
+    so neither form cancels. The caller handles ``left_fraction = 0``.
+
+    NOTE: ``left_fraction`` is rounded once to the dtype, so on float32
+    backends the relative error grows as about ``power * 1e-7`` and can pass
+    1e-6 for powers above 10.
     """
     if power == 1.0:
         return interpolate(init_value, end_value, done_fraction, left_fraction)
     xp = step.xp
     one = step.as_float(1.0)
 
-    # log(left_fraction), from whichever fraction is accurate: log1p(-done) near the
-    # start, log(left) near the end.
+    # log(left_fraction) from whichever fraction is accurate: log1p(-done) near the
+    # start and log(left) near the end.
     near_start = done_fraction < 0.5
     log_left = xp.where(
         near_start,
@@ -119,19 +122,19 @@ class Linear(Schedule):
     With c = min(max(t - transition_begin, 0), transition_steps):
     value(t) = init_value + (end_value - init_value) * c / transition_steps
 
-    ``init_value`` is held up to ``transition_begin``; the value is exactly
-    ``end_value`` from step ``transition_begin + transition_steps`` on.
-    ``transition_steps`` must be at least 1 (optax gives a constant
-    ``init_value`` for 0, torch's LinearLR stays at its start factor);
-    ``transition_begin`` must be at least 0.
+    ``init_value`` is held up to ``transition_begin``, and the value is
+    exactly ``end_value`` from step ``transition_begin + transition_steps`` on.
+    ``transition_steps`` must be at least 1 and ``transition_begin`` at least
+    0. For ``transition_steps=0`` optax gives a constant ``init_value`` and
+    torch's LinearLR stays at its start factor, while this schedule raises.
 
     Reproduces ``optax.linear_schedule(init_value, end_value,
     transition_steps, transition_begin)``. With ``init_value=start_factor``
     and ``end_value=end_factor`` as factors of the optimizer's learning rate
-    (``relative=True`` in the PyTorch adapter) it reproduces
+    (``relative=True`` in the PyTorch adapter), it reproduces
     ``torch.optim.lr_scheduler.LinearLR(start_factor, end_factor,
-    total_iters=transition_steps)``, which needs ``0 < start_factor <= 1``;
-    this schedule also starts from 0.
+    total_iters=transition_steps)``. torch needs ``0 < start_factor <= 1``,
+    and this schedule can also start from 0.
 
     >>> Linear(init_value=1.0, end_value=0.0, transition_steps=4, transition_begin=2)(3)
     0.75
@@ -170,22 +173,25 @@ class Polynomial(Schedule):
     value(t) = end_value + (init_value - end_value) * (1 - c / T) ** power
 
     and ``end_value`` is held from step ``transition_begin + T`` on. With
-    ``cycle=True`` the decay restarts instead, as in Keras: with
-    d = max(t - transition_begin, 0) and the cycle end D = T * max(ceil(d / T), 1),
-    value(t) = end_value + (init_value - end_value) * (1 - d / D) ** power,
+    ``cycle=True`` the decay restarts instead, as in Keras. With
+    d = max(t - transition_begin, 0) and the cycle end D = T * max(ceil(d / T), 1):
+    value(t) = end_value + (init_value - end_value) * (1 - d / D) ** power
+
     so each cycle starts lower and ends at ``end_value`` on a multiple of T.
     ``power`` must be positive, ``transition_steps`` at least 1 and
     ``transition_begin`` at least 0. The ceiling is computed on integers and
     D in floating point, so no integer product overflows.
 
     Reproduces ``optax.polynomial_schedule(init_value, end_value, power,
-    transition_steps, transition_begin)``;
-    ``keras.optimizers.schedules.PolynomialDecay(initial_learning_rate,
-    decay_steps, end_learning_rate, power, cycle)`` with
-    ``transition_steps=decay_steps`` (Keras' ``end_learning_rate`` defaults to
-    1e-4, this schedule has no default); and
-    ``torch.optim.lr_scheduler.PolynomialLR(total_iters, power)`` with
-    ``end_value=0`` and ``init_value`` the optimizer's learning rate.
+    transition_steps, transition_begin)``, and
+    ``torch.optim.lr_scheduler.PolynomialLR(total_iters=transition_steps,
+    power)`` with ``end_value=0`` and ``init_value`` the optimizer's learning
+    rate. Reproduces ``keras.optimizers.schedules.PolynomialDecay(
+    initial_learning_rate=init_value, decay_steps=transition_steps,
+    end_learning_rate=end_value, power, cycle)``, whose ``end_learning_rate``
+    defaults to 1e-4 while ``end_value`` has no default. Keras computes
+    ceil(d / T) in float32, so with ``cycle=True`` it can return the next
+    cycle's value on a cycle end, where this schedule returns ``end_value``.
 
     >>> Polynomial(init_value=1.0, end_value=0.0, transition_steps=4, power=2.0)(2)
     0.25
@@ -214,9 +220,7 @@ class Polynomial(Schedule):
             done = local.clamp(high=self.transition_steps)
             done_fraction, left_fraction = progress(local, done, self.transition_steps)
             at_end = local.ge(self.transition_steps)
-        value = _polynomial(
-            step, self.init_value, self.end_value, self.power, done_fraction, left_fraction
-        )
+        value = _polynomial(step, self.init_value, self.end_value, self.power, done_fraction, left_fraction)
         return step.xp.where(at_end, step.as_float(self.end_value), value)
 
     def _cycle_fractions(self, local: StepArray) -> tuple[Any, Any, Any]:
@@ -224,15 +228,15 @@ class Polynomial(Schedule):
         length = self.transition_steps
         cycles, offset = local.divmod(length)
 
-        # The cycle in use ends at D = length * ends, ends = max(ceil(d / length), 1).
+        # The cycle in use is number max(ceil(d / length), 1) and ends at D = length * number.
         started = offset > 0
-        ends = xp.where(started, cycles + local.integer(1), xp.maximum(cycles, local.integer(1)))
+        number = xp.where(started, cycles + local.integer(1), xp.maximum(cycles, local.integer(1)))
         at_end = xp.logical_and(xp.logical_not(started), local.count > 0)
 
         # D - d is length - offset inside a cycle, length at d = 0 and 0 on a cycle end.
         left = xp.where(started, remaining(local, offset, length), local.as_float(0.0))
         left = xp.where(local.count == 0, local.as_float(float(length)), left)
-        cycle_end = local.as_float(ends) * float(length)
+        cycle_end = local.as_float(number) * float(length)
         return local.as_float(local.count) / cycle_end, left / cycle_end, at_end
 
     def _horizon(self) -> int | None:
@@ -252,7 +256,7 @@ class InverseTime(Schedule):
     value(t) = init_value / (1 + decay_rate * p)
 
     ``decay_rate`` must be at least 0 (0 gives a constant) and
-    ``decay_steps`` at least 1. The value decays toward 0 and never reaches it.
+    ``decay_steps`` at least 1. The value approaches 0 without a final value.
 
     Reproduces ``keras.optimizers.schedules.InverseTimeDecay(
     initial_learning_rate, decay_steps, decay_rate, staircase)`` with the same

@@ -97,7 +97,7 @@ class ExponentialDecay(Schedule):
     ``transition_steps=1`` and ``decay_rate=gamma``. Unlike optax,
     ``transition_steps <= 0`` and ``decay_rate <= 0`` raise instead of giving a
     constant. On float32 backends the value stays within 1e-6 relative of
-    float64 while it is a normal float32 number (see :func:`power`); with
+    float64 while it is a normal float32 number (see :func:`power`). With
     ``decay_rate > 1`` and no ``end_value`` it becomes inf once it passes the
     dtype's range.
 
@@ -225,7 +225,7 @@ def _split_power(step: StepArray, base: float, exponent: list[tuple[Any, float]]
         coefficient = weight * log_base
 
         # A count past this one puts the value out of float32's range, so it saturates
-        # to 0 or inf; the clamp keeps every product below the limit elsewhere.
+        # to 0 or inf. The clamp keeps every product below the limit elsewhere.
         largest = math.floor(_FLOAT32_LIMIT / abs(coefficient))
         beyond = count > step.integer(largest)
         saturated = beyond if saturated is None else xp.logical_or(saturated, beyond)

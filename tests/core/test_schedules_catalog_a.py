@@ -1,10 +1,10 @@
 """Linear, polynomial, inverse-time, inverse-sqrt, multistep, piecewise, scale and clamp schedules.
 
-Each kind is checked against an oracle written here from its formula with
-Python integers, ``fractions.Fraction`` and ``math``, one step at a time, at
-every boundary b - 1, b, b + 1, at the end, far past it, at 2**31 - 1 and at a
-huge Python int. Step and exponential decay are checked the same way for their
-float32 precision.
+Each kind is checked against an oracle written here from its formula, one step
+at a time, with Python integers, ``fractions.Fraction`` and ``decimal``. The
+steps are every boundary b - 1, b and b + 1, the end, far past it, 2**31 - 1
+and a huge Python int. Step and exponential decay are checked the same way for
+their float32 precision.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from optstrat import (
     StepDecay,
 )
 
-LARGEST_INT32 = 2**31 - 1
+INT32_MAX = 2**31 - 1
 HUGE_STEP = 2**80
 
 
@@ -128,7 +128,7 @@ _CASE_COUNTS: dict[str, int] = {}
 
 
 def case(schedule, oracle, boundaries):
-    steps = {0, 1, 2, LARGEST_INT32 - 1, LARGEST_INT32}
+    steps = {0, 1, 2, INT32_MAX - 1, INT32_MAX}
     for boundary in boundaries:
         steps.update({boundary - 1, boundary, boundary + 1, 10 * boundary + 7})
     steps = sorted(step for step in steps if step >= 0)
@@ -143,7 +143,7 @@ PADDED_LENGTH = 48
 
 
 def int32_steps(steps):
-    kept = [step for step in steps if step <= LARGEST_INT32]
+    kept = [step for step in steps if step <= INT32_MAX]
     assert len(kept) <= PADDED_LENGTH
     return kept + [kept[-1]] * (PADDED_LENGTH - len(kept))
 
@@ -155,7 +155,7 @@ def evaluate_int32(schedule, xp, steps):
 
 
 # Steps for the precision check: dense at the start and spread up to 2**31 - 1.
-PRECISION_GRID = np.concatenate([np.arange(0, 1024), np.geomspace(1, LARGEST_INT32, 1024).astype(np.int64)])
+PRECISION_GRID = np.concatenate([np.arange(0, 1024), np.geomspace(1, INT32_MAX, 1024).astype(np.int64)])
 
 
 def fields(**values):
@@ -193,7 +193,7 @@ MULTISTEP = [
     fields(init_value=0.1, boundaries=(0, 30, 80), decay_rate=0.5),
     fields(init_value=2.0, boundaries=(), decay_rate=0.3),
     fields(init_value=1.0, boundaries=(10, 20), decay_rate=0.0),
-    fields(init_value=1.0, boundaries=(3, LARGEST_INT32), decay_rate=3.0),
+    fields(init_value=1.0, boundaries=(3, INT32_MAX), decay_rate=3.0),
 ]
 PIECEWISE_CONSTANT = [
     fields(boundaries=(2, 4), values=(1.0, 0.5, 0.05)),
@@ -383,7 +383,7 @@ def test_zero_rates_give_no_nan(xp):
         MultiStep(init_value=1.0, boundaries=[2], decay_rate=0.0),
         InverseTime(init_value=1.0, decay_rate=0.0, decay_steps=1),
     ]
-    steps = [0, 1, 2, 3, LARGEST_INT32]
+    steps = [0, 1, 2, 3, INT32_MAX]
 
     assert evaluate_int32(schedules[0], xp, steps).tolist() == [1.0, 1.0, 1.0, 0.0, 0.0]
     assert evaluate_int32(schedules[1], xp, steps).tolist() == [1.0, 1.0, 0.0, 0.0, 0.0]
@@ -392,7 +392,7 @@ def test_zero_rates_give_no_nan(xp):
 
 def test_growth_overflows_to_inf_without_nan(xp):
     growth = ExponentialDecay(init_value=1.0, transition_steps=1, decay_rate=2.0)
-    steps = [0, 10, 2000, LARGEST_INT32]
+    steps = [0, 10, 2000, INT32_MAX]
     values = evaluate_int32(growth, xp, steps)
 
     np.testing.assert_allclose(values[:2], [1.0, 1024.0], rtol=1e-6)
@@ -427,7 +427,7 @@ def test_clamp_keeps_nan(xp):
 def test_divisor_past_int32_counts_no_decay(xp):
     schedule = StepDecay(init_value=1.0, decay_rate=0.5, decay_steps=2**31)
     polynomial = Polynomial(init_value=1.0, end_value=0.0, transition_steps=2**31, cycle=True)
-    steps = [0, LARGEST_INT32]
+    steps = [0, INT32_MAX]
 
     assert evaluate_int32(schedule, xp, steps).tolist() == [1.0, 1.0]
     np.testing.assert_allclose(evaluate_int32(polynomial, xp, steps), [1.0, 2.0**-31], rtol=1e-6)

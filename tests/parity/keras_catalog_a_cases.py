@@ -26,11 +26,11 @@ FLOAT32_EPS = 2.0**-23
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 RTOL = 1e-6
 # Keras's float32 ceil(t / D) and t / D stay exact-enough below this step.
-LARGEST_STEP = 10**6
+MAX_STEP = 10**6
 # Keras runs on a fixed number of steps, so JAX reuses its compiled operations across examples.
 STEP_COUNT = 40
 
-extra_steps = st.lists(st.integers(0, LARGEST_STEP), min_size=STEP_COUNT, max_size=STEP_COUNT)
+extra_steps = st.lists(st.integers(0, MAX_STEP), min_size=STEP_COUNT, max_size=STEP_COUNT)
 
 
 def keras_schedules():
@@ -42,10 +42,10 @@ def keras_schedules():
 
 
 def step_list(boundaries, extra):
-    steps = [0, 1, LARGEST_STEP]
+    steps = [0, 1, MAX_STEP]
     for boundary in boundaries:
         steps += [boundary - 1, boundary, boundary + 1, 3 * boundary + 5]
-    steps = [min(max(step, 0), LARGEST_STEP) for step in steps] + list(extra)
+    steps = [min(max(step, 0), MAX_STEP) for step in steps] + list(extra)
     return steps[:STEP_COUNT]
 
 
@@ -88,9 +88,9 @@ def test_polynomial_matches_polynomial_decay(init_value, end_value, decay_steps,
     actual = np.asarray([schedule(step) for step in steps])
 
     # Keras computes the cycle count ceil(t / D) in float32, and XLA may multiply by a
-    # rounded 1 / D, so on a cycle end (t a positive multiple of D) Keras can land in
-    # the next cycle: it gives the value of the cycle ending at (k + 1) * D instead of
-    # end_value. optstrat counts cycles on integers and gives end_value there.
+    # rounded 1 / D. So on a cycle end (t a positive multiple of D) Keras can land in
+    # the next cycle and give the value of the cycle ending at (k + 1) * D. optstrat
+    # counts cycles on integers and gives end_value there.
     if cycle:
         for index, step in enumerate(steps):
             if step > 0 and step % decay_steps == 0 and abs(expected[index] - end_value) > 1e-6 * max(1.0, end_value):
@@ -99,7 +99,7 @@ def test_polynomial_matches_polynomial_decay(init_value, end_value, decay_steps,
                 expected[index] = end_value
 
     # Keras forms (init - end) * (1 - t / D) ** power + end in float32, where 1 - t / D
-    # is off by up to 2**-24 absolute; power >= 1 keeps that below power * 2**-24 * |init - end|.
+    # is off by up to 2**-24. With power >= 1 the value moves by at most power * 2**-24 * |init - end|.
     scale = max(abs(init_value), abs(end_value))
     tolerance = RTOL * np.abs(expected) + 4 * FLOAT32_EPS * (1 + power) * scale
     assert_close(actual, expected, steps, tolerance)
@@ -165,5 +165,5 @@ def test_inverse_time_matches_inverse_time_decay(init_value, decay_steps, decay_
     expected = keras_values(reference, steps)
     actual = [schedule(step) for step in steps]
 
-    # Both a quotient of float32 roundings: t / D, the product with decay_rate, the sum and the division.
+    # Keras rounds four times in float32: t / D, the product with decay_rate, the sum and the division.
     assert_close(actual, expected, steps, (RTOL + 4 * FLOAT32_EPS) * np.abs(expected))

@@ -124,9 +124,9 @@ def test_polynomial_matches_optax_polynomial_schedule(
     expected = optax_values(reference, steps)
     actual = [schedule(step) for step in steps]
 
-    # optax rounds 1 - c / T in float32 (an absolute error of 2**-24), which moves
-    # (1 - c / T) ** power by power * x ** (power - 1) times that; optstrat takes
-    # T - c on integers. Near the end with power < 1 that is optax's largest error.
+    # optax rounds x = 1 - c / T in float32, an absolute error of 2**-24, which moves
+    # x ** power by power * x ** (power - 1) times that. optstrat takes T - c on
+    # integers instead. Near the end with power < 1 this is optax's largest error.
     done = np.clip(np.asarray(steps, dtype=np.float64) - transition_begin, 0, transition_steps)
     left = (transition_steps - done) / transition_steps
     slope = np.where(left > 0, power * np.power(np.where(left > 0, left, 1.0), power - 1), 0.0)
@@ -184,7 +184,7 @@ def test_piecewise_linear_matches_optax_linear_interpolation(init_value, boundar
     assert_close(actual, expected, steps, tolerance, library="optax")
 
 
-def test_optax_zero_length_linear_is_constant_here_rejected():
+def test_zero_length_linear_rejected():
     optax = pytest.importorskip("optax", reason="optax is not installed")
 
     # optax gives init_value forever for transition_steps=0; optstrat raises instead.
