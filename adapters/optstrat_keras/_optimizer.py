@@ -150,8 +150,12 @@ class ClippedOptimizer(keras.optimizers.Optimizer):
 
     def apply(self, grads: list[Any], trainable_variables: list[Any] | None = None) -> None:
         if not self.built:
+            if trainable_variables is None:
+                raise ValueError(
+                    "ClippedOptimizer is not built yet, so apply needs trainable_variables; "
+                    "pass them or call optimizer.build(trainable_variables) first"
+                )
             self.build(list(trainable_variables))
-            self.built = True
         if keras.backend.backend() == "tensorflow":
             _check_distribution_strategy()
 
@@ -196,7 +200,8 @@ class ClippedOptimizer(keras.optimizers.Optimizer):
         )
         if keras.backend.backend() == "tensorflow":
             namespace = tensorflow_namespace()
-            result = namespace.call_core(self.clipper.update, _to_core(leaves), _to_core(state), params=_to_core(params))
+            update = self.clipper.update
+            result = namespace.call_core(update, _to_core(leaves), _to_core(state), params=_to_core(params))
         else:
             result = self.clipper.update(leaves, state, params=params)
         clipped, state, info = _from_core(result)

@@ -51,7 +51,7 @@ class ClipInfo(NamedTuple):
     gradient is float64. ``scale`` is the global factor applied: 1 when nothing
     was clipped and 0 when a non-finite update was skipped. For the per-tensor,
     unit-wise and elementwise kinds it is the smallest factor applied to any
-    value. ``finite`` tells whether every gradient was finite, and ``clipped``
+    value. ``finite`` is whether every gradient was finite, and ``clipped``
     whether any value was changed (True for a skipped update).
     """
 

@@ -33,7 +33,9 @@ class ClipByGlobalNorm(Clipper):
     (the largest magnitude) or any p > 0. ``max_norm >= 0``; with
     ``max_norm=0`` every gradient becomes zero, and zero gradients stay zero
     (no 0/0). ``ClipInfo.norm`` is the L2 norm even when ``norm_type`` is
-    another p.
+    another p. Finite gradients whose norm exceeds the float32 range (about
+    3.4e38, for float32 and lower-precision input) have an infinite norm, so
+    they are clipped to zero while ``ClipInfo.finite`` stays True.
 
     Reproduces ``optax.clip_by_global_norm(max_norm)`` and Keras's
     ``global_clipnorm=max_norm`` up to rounding. Optax differs in two cases: it

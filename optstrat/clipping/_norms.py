@@ -52,7 +52,7 @@ class Accumulation(NamedTuple):
     """The accumulation plan for the norm of a group of arrays.
 
     ``dtype`` is the dtype the values are summed in and ``result`` the dtype of
-    the returned norm. ``rescale`` tells whether the values are multiplied by a
+    the returned norm. ``rescale`` is whether the values are multiplied by a
     power of two chosen from their largest magnitude before squaring.
     """
 
@@ -75,6 +75,8 @@ def accumulation(xp: Any, leaves: list[Any]) -> Accumulation:
     float64 = getattr(xp, "float64", None)
     if float64 is not None and any(leaf.dtype == float64 for leaf in leaves):
         return Accumulation(float64, float64, True)
+    # NOTE: PyTorch tensors on Apple's MPS device have no float64, so casting them fails.
+    # The float32 rescaled path would suit them, but the plan is not chosen by device.
     if _xp.supports_float64(xp):
         return Accumulation(float64, xp.float32, False)
     return Accumulation(xp.float32, xp.float32, True)

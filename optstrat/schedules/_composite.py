@@ -33,8 +33,9 @@ def evaluate_part(schedule: Schedule, step: StepArray) -> Any:
     """Evaluate a schedule that is part of another at ``step``, clamped to the part's own horizon.
 
     A top-level call clamps the step at the schedule's horizon before its
-    formula runs; a composite must do the same for each part, or a part such as
-    a growing exponential with an ``end_value`` overflows past its horizon.
+    formula runs. A composite must do the same for each part, because a part
+    such as a growing exponential with an ``end_value`` overflows past its
+    horizon.
     """
     horizon = schedule._horizon()
     if horizon is not None:
@@ -62,7 +63,7 @@ class Warmup(Schedule):
     schedule: Schedule
     warmup_steps: int
     init_value: float = 0.0
-    # schedule(0), computed once: evaluating a Python step inside torch.compile would trace NumPy.
+    # schedule(0) is computed when built, because torch.compile fails on the NumPy code that a Python step runs.
     _target: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -41,11 +41,11 @@ def cosine_weight(step: StepArray, count: Any, length: int) -> Any:
 def cosine_weight_left(step: StepArray, left: Any) -> Any:
     """Return (1 + cos(pi * (1 - left))) / 2 for the fraction ``left`` of a phase still to run.
 
-    It is computed as sin(pi * left / 2) ** 2, which keeps its relative
-    precision near ``left = 0`` (the end of the phase, where 1 + cos cancels)
-    and is flat near ``left = 1``, where a rounding error in ``left`` barely
-    moves it. ``left`` must be accurate itself, so compute it from the exact
-    distance to the phase's end (:func:`steps_until`).
+    It is computed as sin(pi * left / 2) ** 2. That form keeps its relative
+    precision near ``left = 0``, the end of the phase where 1 + cos cancels.
+    Near ``left = 1`` it is flat, so a rounding error in ``left`` barely moves
+    it. ``left`` must be accurate itself, so compute it from the exact distance
+    to the phase's end (:func:`steps_until`).
     """
     half_turn = step.xp.sin((0.5 * math.pi) * left)
     return half_turn * half_turn

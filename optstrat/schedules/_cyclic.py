@@ -46,8 +46,9 @@ class _Cycle(NamedTuple):
     """One cosine cycle of :class:`CosineRestarts` when ``period_mult > 1``.
 
     ``start`` is the first integer step of the cycle, ceil(S) for the exact real
-    start S; ``offset`` is ``start - S`` in [0, 1); ``length`` is the real length
-    ``first_period * period_mult ** index``; ``amplitude`` is ``value_mult ** index``.
+    start S, and ``offset`` is ``start - S``, in [0, 1). ``length`` is the real
+    length ``first_period * period_mult ** index`` and ``amplitude`` is
+    ``value_mult ** index``.
     """
 
     start: int
@@ -105,11 +106,11 @@ class CosineRestarts(Schedule):
 
     Constraints: ``first_period >= 1``; ``period_mult >= 1``;
     ``0 <= value_mult <= 1``. With ``period_mult > 1`` the start of every
-    cycle that begins below 2**63 is listed when the schedule is built, and at
-    most 1024 such cycles are allowed (``period_mult >= 1.05`` always
-    qualifies; closer to 1 needs a longer ``first_period``). Each listed cycle
+    cycle that begins below 2**63 is listed when the schedule is built. At most
+    1024 such cycles are allowed, so ``period_mult >= 1.05`` always qualifies
+    and a value closer to 1 needs a longer ``first_period``. Each listed cycle
     that the step's dtype can reach costs a few elementwise operations per
-    call, except on NumPy input, where only the cycles holding a step count.
+    call, except on NumPy input, where only the cycles containing a step count.
 
     Reproduces ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(T_0=first_period,
     T_mult=period_mult, eta_min=end_value)`` for an integer ``period_mult`` and
@@ -168,25 +169,26 @@ class CosineRestarts(Schedule):
         """Return the cosine weight and the cycle's amplitude when ``period_mult > 1``.
 
         The cycle is selected with one comparison per listed cycle start that the
-        count's dtype can hold. Within it, the distance to the next start is
-        (next start - t) on integers minus the next start's offset; a start
+        count's dtype can represent. Within it, the distance to the next start is
+        (next start - t) on integers minus the next start's offset. A start
         beyond the dtype's maximum is split so that no integer overflows.
         """
         xp, count = step.xp, step.count
         largest = int(xp.iinfo(count.dtype).max) if step.is_integer else _LARGEST_LISTED_STEP
         lowest, highest = 0, largest
         if array_api_compat.is_numpy_namespace(xp) and count.size > 0:
-            # NumPy runs eagerly, so the range of the steps can skip the cycles none of
-            # them is in (a Python int is one cycle). The values are the same either way.
+            # NumPy runs eagerly, so the range of the steps can skip the cycles that
+            # contain none of them (a Python int is in one cycle). The values are the same.
             lowest = math.floor(xp.min(count))
             highest = min(math.ceil(xp.max(count)), largest)
 
-        # For each cycle that holds a step: its start, and its real end S as (near - t) + extra.
+        # For each cycle that contains a step: the cycle, and its real end S as (near - t) + extra.
         reached = []
-        for cycle, following in zip(self._cycles, self._cycles[1:]):
+        last_listed = len(self._cycles) - 2
+        for index, (cycle, following) in enumerate(zip(self._cycles, self._cycles[1:])):
             if cycle.start > highest:
                 break
-            if following.start <= lowest:
+            if following.start <= lowest and index < last_listed:
                 continue
             near = min(following.start, largest)
             extra = float(following.start - near) - following.offset
@@ -281,7 +283,7 @@ class OneCycle(Schedule):
 
     Constraints: ``total_steps >= 1``; ``0 <= pct_start <= 1``;
     ``div_factor > 0``; ``final_div_factor > 0``; ``anneal`` is "cos" or
-    "linear". A phase of length 0 that holds a step gives its end value: with
+    "linear". A phase of length 0 that contains a step gives its end value: with
     p * T = 1 step 0 is max_value, where torch divides by zero.
 
     Reproduces ``torch.optim.lr_scheduler.OneCycleLR(max_lr=max_value,
@@ -289,9 +291,9 @@ class OneCycle(Schedule):
     final_div_factor, three_phase)`` for t <= T - 1; torch extrapolates at
     t = T and raises after it. ``optax.cosine_onecycle_schedule(T, max_value,
     pct_start, div_factor, final_div_factor)`` puts its knots at 0, floor(p * T)
-    and T: with the same arguments its end comes one step later than here,
-    and so does its peak when p * T is an integer (its warmup is then one step
-    longer). It equals this schedule when called with ``transition_steps=T - 1``
+    and T. With the same arguments its end comes one step later than here. So
+    does its peak when p * T is an integer, and its warmup is then one step
+    longer. It equals this schedule when called with ``transition_steps=T - 1``
     and a ``pct_start`` that puts floor(pct_start * (T - 1)) at p * T - 1 (an
     integer).
     ``optax.linear_onecycle_schedule`` matches ``anneal="linear",
@@ -363,7 +365,7 @@ class OneCycle(Schedule):
         end + (start - end) * weight cancels near the start.
         """
         if phase.length <= 0.0:
-            # A phase of length 0 only ever holds the step at its end; a negative one holds none.
+            # A phase of length 0 contains at most the step at its end, and a negative one none.
             return step.constant(phase.end_value)
         done = _steps_since(step, phase.start) / phase.length
         whole = math.floor(phase.end)

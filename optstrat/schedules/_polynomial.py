@@ -229,14 +229,16 @@ class Polynomial(Schedule):
         cycles, offset = local.divmod(length)
 
         # The cycle in use is number max(ceil(d / length), 1) and ends at D = length * number.
+        # The number is counted in floating point because cycles + 1 overflows int32 when length is 1.
         started = offset > 0
-        number = xp.where(started, cycles + local.integer(1), xp.maximum(cycles, local.integer(1)))
+        one = local.as_float(1.0)
+        number = xp.maximum(local.as_float(cycles) + xp.where(started, one, local.as_float(0.0)), one)
         at_end = xp.logical_and(xp.logical_not(started), local.count > 0)
 
         # D - d is length - offset inside a cycle, length at d = 0 and 0 on a cycle end.
         left = xp.where(started, remaining(local, offset, length), local.as_float(0.0))
         left = xp.where(local.count == 0, local.as_float(float(length)), left)
-        cycle_end = local.as_float(number) * float(length)
+        cycle_end = number * float(length)
         return local.as_float(local.count) / cycle_end, left / cycle_end, at_end
 
     def _horizon(self) -> int | None:

@@ -4,8 +4,9 @@ Each oracle below is plain Python float64 math per step, written from the
 formulas in the schedules' docstrings and the reference libraries, without the
 core's helpers: exact rationals find the restart cycles, and torch's phase
 loop finds the one-cycle phase. The schedules are checked at b - 1, b and b + 1
-around every boundary, at the end, far past it, at 2**31 - 1 and at a Python
-int too large for int64, as scalars and as arrays of every namespace.
+around every boundary, at the end and far past it. They are also checked at
+2**31 - 1 and at a Python int too large for int64, as scalars and as arrays of
+every namespace.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def assert_float32_close(schedule, xp, oracle, steps, scale):
     values = schedule(xp.asarray(steps, dtype=xp.int32))
     values = np.asarray(values, dtype=np.float64)
     expected = np.asarray([oracle(step) for step in steps])
-    # float32 holds a value to 6e-8 relative; 1e-12 of the scale covers values that are rounded to 0.
+    # float32 rounds a value to 6e-8 relative, and 1e-12 of the scale covers values rounded to 0.
     np.testing.assert_allclose(values, expected, rtol=1e-6, atol=1e-12 * scale)
 
 
@@ -205,7 +206,7 @@ def test_cosine_restarts_fractional_cycles_follow_real_starts():
     assert schedule(10) < 1.0
 
 
-def test_cosine_restarts_value_mult_zero_holds_end_after_first_cycle():
+def test_cosine_restarts_without_later_peaks():
     schedule = ops.CosineRestarts(init_value=1.0, first_period=4, value_mult=0.0, end_value=0.25)
     assert schedule(0) == 1.0
     assert [schedule(t) for t in range(4, 12)] == [0.25] * 8
@@ -224,7 +225,17 @@ def test_cosine_restarts_decaying_peaks_reach_a_horizon():
     assert schedule(horizon - 10) == 0.1
 
 
-def test_cosine_restarts_huge_step_on_equal_cycles_is_exact():
+def test_cosine_restarts_beyond_listed_cycles():
+    # Growing cycles are listed up to 2**63; a float step past the last one gives its end value.
+    schedule = ops.CosineRestarts(init_value=1.0, first_period=3, period_mult=2.0, end_value=0.1)
+    assert schedule(2**80) == 0.1
+    assert schedule(np.asarray([1e30, 5.0])).tolist() == pytest.approx([0.1, schedule(5)])
+    assert schedule(2**63 - 1) == pytest.approx(
+        oracle_cosine_restarts(1.0, 3, 2.0, 1.0, 0.1, 2**63 - 1), rel=1e-9
+    )
+
+
+def test_cosine_restarts_huge_step_exact():
     schedule = ops.CosineRestarts(init_value=1.0, first_period=7)
     for step in (HUGE, HUGE + 3, 2**80 + 5):
         assert schedule(step) == schedule(step % 7)
@@ -283,7 +294,7 @@ def test_one_cycle_anchors():
     schedule = ops.OneCycle(max_value=1.0, total_steps=10)
     expected = [0.04, 0.52, 1, 0.950485, 0.811746, 0.611262, 0.388742, 0.188258, 0.049519, 4e-6]
     assert [schedule(t) for t in range(10)] == pytest.approx(expected, abs=5e-7)
-    # torch extrapolates to 0.049519 at t = total_steps; this schedule holds the minimum.
+    # torch extrapolates to 0.049519 at t = total_steps, but this schedule stays at the minimum.
     assert schedule(10) == pytest.approx(4e-6)
 
     linear = ops.OneCycle(max_value=1.0, total_steps=10, anneal="linear", three_phase=True)
@@ -294,7 +305,7 @@ def test_one_cycle_anchors():
 @pytest.mark.parametrize(
     ("total_steps", "pct_start", "three_phase", "expected"),
     [
-        # pct_start * total_steps = 1: the warmup has length 0 and holds step 0, so it gives its end value.
+        # pct_start * total_steps = 1: the warmup has length 0 and contains step 0, so it gives its end value.
         (4, 0.25, False, [1.0, None, None, 4e-5]),
         (4, 0.25, True, [1.0, None, None, 4e-5]),
         # No warmup at all: step 0 already lies 1 / total_steps into the decay, as in torch.
@@ -628,7 +639,7 @@ def test_invalid_fields_raise(build, error, message):
         build()
 
 
-def test_period_mult_close_to_one_with_a_long_first_period_is_accepted():
+def test_cosine_restarts_slow_growth_long_period():
     schedule = ops.CosineRestarts(init_value=1.0, first_period=10**15, period_mult=1.01)
     assert schedule(10**15) == pytest.approx(1.0, rel=1e-15)
     assert schedule(10**15 - 1) < 1e-20

@@ -133,32 +133,21 @@ def test_backend_matches_environment():
 
 
 @pytest.mark.parametrize("schedule", SCHEDULE_CASES)
-def test_schedule_matches_core_on_step_array(schedule):
+def test_schedule_matches_core(schedule):
+    learning_rate = KerasSchedule(schedule)
     steps = keras.ops.convert_to_tensor(STEPS, dtype=iteration_dtype())
+    # Keras passes its iterations variable; one holding every step takes the same path.
+    iterations = keras.Variable(STEPS, dtype=iteration_dtype(), trainable=False)
+    expected = reference_values(schedule, STEPS)
 
-    values = KerasSchedule(schedule)(steps)
+    values = learning_rate(steps)
+    values_from_variable = learning_rate(iterations)
 
     assert keras.ops.is_tensor(values)
     assert keras.backend.standardize_dtype(values.dtype) == "float32"
     assert tuple(values.shape) == (len(STEPS),)
-    np.testing.assert_allclose(to_numpy(values), reference_values(schedule, STEPS), rtol=FLOAT32_RTOL, atol=1e-12)
-
-
-def test_schedules_match_core_on_iterations_variable():
-    # Keras calls a schedule with the optimizer's iterations variable, not a tensor.
-    iterations = keras.Variable(0, dtype="int", trainable=False)
-    steps = [0, 7, 2**31 - 1]
-
-    for case in SCHEDULE_CASES:
-        (schedule,) = case.values
-        learning_rate = KerasSchedule(schedule)
-        values = []
-        for step in steps:
-            iterations.assign(step)
-            values.append(float(to_numpy(learning_rate(iterations))))
-        np.testing.assert_allclose(
-            values, reference_values(schedule, steps), rtol=FLOAT32_RTOL, atol=1e-12, err_msg=case.id
-        )
+    np.testing.assert_allclose(to_numpy(values), expected, rtol=FLOAT32_RTOL, atol=1e-12)
+    np.testing.assert_allclose(to_numpy(values_from_variable), expected, rtol=FLOAT32_RTOL, atol=1e-12)
 
 
 def test_schedule_negative_step_counts_as_zero():
@@ -175,21 +164,24 @@ def test_schedules_inside_tf_function(jit_compile):
     import tensorflow as tf
 
     # One function evaluates the last example of every kind, so the test traces and compiles once.
-    cases = [pytest.param(schedules[-1], id=kind) for kind, schedules in SCHEDULE_EXAMPLES.items()]
-    schedules = [case.values[0] for case in cases]
+    kinds = list(SCHEDULE_EXAMPLES)
+    schedules = [SCHEDULE_EXAMPLES[kind][-1] for kind in kinds]
     learning_rates = [KerasSchedule(schedule) for schedule in schedules]
     iterations = tf.Variable(0, dtype=tf.int64)
-    evaluate = tf.function(lambda: [learning_rate(iterations) for learning_rate in learning_rates], jit_compile=jit_compile)
+
+    def evaluate_all():
+        return [learning_rate(iterations) for learning_rate in learning_rates]
+
+    evaluate = tf.function(evaluate_all, jit_compile=jit_compile)
 
     values = []
     for step in STEPS:
         iterations.assign(int(step))
         values.append([float(value) for value in evaluate()])
 
-    for case, schedule, column in zip(cases, schedules, np.transpose(values)):
-        np.testing.assert_allclose(
-            column, reference_values(schedule, STEPS), rtol=FLOAT32_RTOL, atol=1e-12, err_msg=case.id
-        )
+    for kind, schedule, column in zip(kinds, schedules, np.transpose(values)):
+        expected = reference_values(schedule, STEPS)
+        np.testing.assert_allclose(column, expected, rtol=FLOAT32_RTOL, atol=1e-12, err_msg=kind)
     assert evaluate.experimental_get_tracing_count() == 1
 
 
@@ -232,7 +224,8 @@ def test_schedule_accepts_config_dict():
 
 
 def test_schedule_rejects_non_schedule():
-    with pytest.raises(TypeError, match=r"schedule must be an optstrat schedule or its config dict, got 0\.1 \(float\)"):
+    message = r"schedule must be an optstrat schedule or its config dict, got 0\.1 \(float\)"
+    with pytest.raises(TypeError, match=message):
         KerasSchedule(0.1)
 
 
@@ -256,9 +249,7 @@ def test_fit_applies_schedule_and_clips(jit_compile):
 
     assert int(to_numpy(optimizer.iterations)) == 8
     np.testing.assert_allclose(logger.batch_history["lr"], reference_values(schedule, range(8)), rtol=FLOAT32_RTOL)
-    np.testing.assert_allclose(
-        logger.batch_history["grad_norm"], [float(info.norm) for info in infos], rtol=1e-5
-    )
+    np.testing.assert_allclose(logger.batch_history["grad_norm"], [float(info.norm) for info in infos], rtol=1e-5)
     np.testing.assert_allclose(to_numpy(model.layers[0].kernel), expected_weights[-1], rtol=1e-5, atol=1e-6)
 
 
@@ -267,7 +258,9 @@ def test_logger_reads_plain_optimizer_learning_rate():
     x, y = regression_data(batches=3)
     logger = TrainingLogger()
 
-    _, history = fit_linear(keras.optimizers.SGD(learning_rate=KerasSchedule(schedule)), x, y, epochs=2, callbacks=[logger])
+    optimizer = keras.optimizers.SGD(learning_rate=KerasSchedule(schedule))
+
+    _, history = fit_linear(optimizer, x, y, epochs=2, callbacks=[logger])
 
     np.testing.assert_allclose(logger.batch_history["lr"], reference_values(schedule, range(6)), rtol=FLOAT32_RTOL)
     np.testing.assert_allclose(logger.history["lr"], [schedule(2), schedule(5)], rtol=FLOAT32_RTOL)
@@ -277,10 +270,10 @@ def test_logger_reads_plain_optimizer_learning_rate():
 
 def test_logger_records_norms_and_clip_fraction():
     schedule = ops.Constant(value=0.02)
-    # max_norm between the smallest and the largest norm, so some steps clip and some do not.
     x, y = regression_data(batches=3, seed=3)
     _, reference_infos = simulate_sgd(x, y, 4, 6, schedule, ops.ClipByGlobalNorm(max_norm=1e9))
     norms = sorted(float(info.norm) for info in reference_infos)
+    # A max_norm between the unclipped norms, so some steps clip and some do not.
     clipper = ops.ClipByGlobalNorm(max_norm=(norms[2] + norms[3]) / 2)
     _, infos = simulate_sgd(x, y, 4, 6, schedule, clipper)
     clipped = [bool(info.clipped) for info in infos]
@@ -306,13 +299,52 @@ def test_logger_records_norms_and_clip_fraction():
     assert int(to_numpy(optimizer.step_count)) == 6
 
 
+def assign_values(optimizer, variables, new_variables, new_optimizer_variables):
+    for variable, value in zip(variables, new_variables):
+        variable.assign(value)
+    for variable, value in zip(optimizer.variables, new_optimizer_variables):
+        variable.assign(value)
+
+
+def stateless_assign(stateless_apply, optimizer, variables, grads):
+    """Run ``stateless_apply`` on the current values and write the results back, as model.fit does on JAX."""
+    optimizer_values = [variable.value for variable in optimizer.variables]
+    variable_values = [variable.value for variable in variables]
+    assign_values(optimizer, variables, *stateless_apply(optimizer_values, grads, variable_values))
+
+
+def jax_stateless_apply_all(setups):
+    """Return a function that applies every optimizer through one jitted stateless_apply."""
+    import jax
+
+    @jax.jit
+    def step(optimizer_values, grads, variable_values):
+        return [
+            optimizer.stateless_apply(values, grads, variables)
+            for (optimizer, _), values, variables in zip(setups, optimizer_values, variable_values)
+        ]
+
+    def apply_all(grads):
+        optimizer_values = [[variable.value for variable in optimizer.variables] for optimizer, _ in setups]
+        variable_values = [[variable.value for variable in variables] for _, variables in setups]
+        results = step(optimizer_values, grads, variable_values)
+        for (optimizer, variables), (new_variables, new_optimizer_variables) in zip(setups, results):
+            assign_values(optimizer, variables, new_variables, new_optimizer_variables)
+
+    return apply_all
+
+
 def test_clipper_kinds_apply_like_core():
-    # Every kind updates its own pair of variables from the same gradients. On TensorFlow
-    # one tf.function applies them all, so the graph path is traced once for all kinds.
+    # Every kind updates its own pair of variables from the same gradients, through the path
+    # model.fit takes: one tf.function for all kinds on TensorFlow, jitted stateless_apply on
+    # JAX, eager apply on PyTorch.
     rng = np.random.default_rng(5)
     kernel = rng.normal(size=(3, 2)).astype("float32")
     bias = rng.normal(size=(2,)).astype("float32")
-    steps = [[rng.normal(size=(3, 2)).astype("float32") * scale, rng.normal(size=(2,)).astype("float32") * scale] for scale in (1.0, 4.0, 0.1, 2.0)]
+    steps = [
+        [rng.normal(size=(3, 2)).astype("float32") * scale, rng.normal(size=(2,)).astype("float32") * scale]
+        for scale in (1.0, 4.0, 0.1, 2.0)
+    ]
     learning_rate = 0.1
     setups = []
     for case in CLIPPER_CASES:
@@ -329,6 +361,8 @@ def test_clipper_kinds_apply_like_core():
         import tensorflow as tf
 
         apply_all = tf.function(apply_all)
+    if BACKEND == "jax":
+        apply_all = jax_stateless_apply_all(setups)
     for grads in steps:
         apply_all([keras.ops.convert_to_tensor(grad) for grad in grads])
 
@@ -373,8 +407,16 @@ def test_loss_scale_optimizer_around_clipped_optimizer():
     optimizer = keras.optimizers.LossScaleOptimizer(inner, initial_scale=2.0**10)
     grad = np.array([[3.0], [4.0], [12.0]], dtype="float32")
 
+    scaled_grads = [keras.ops.convert_to_tensor(grad * 2.0**10)]
+
     # LossScaleOptimizer receives gradients of the scaled loss and unscales them before the clipper.
-    optimizer.apply([keras.ops.convert_to_tensor(grad * 2.0**10)], variables)
+    if BACKEND == "jax":
+        # LossScaleOptimizer.apply assigns inside ops.cond, which JAX cannot run eagerly;
+        # model.fit calls stateless_apply on JAX.
+        optimizer.build(variables)
+        stateless_assign(optimizer.stateless_apply, optimizer, variables, scaled_grads)
+    else:
+        optimizer.apply(scaled_grads, variables)
 
     assert float(to_numpy(inner.grad_norm)) == pytest.approx(13.0)
     np.testing.assert_allclose(to_numpy(variables[0]), 0.5 - 0.1 * grad / 13.0, rtol=1e-6)
@@ -412,14 +454,17 @@ def test_fit_skips_nonfinite_step_whole():
     schedule = ops.ExponentialDecay(init_value=0.05, transition_steps=1, decay_rate=0.5)
     x_nan, y, x_finite, y_finite = nan_batch_data()
     logger = TrainingLogger()
-    skipping = ClippedOptimizer(keras.optimizers.Adam(learning_rate=KerasSchedule(schedule)), ops.ClipByGlobalNorm(1.0))
-    reference = ClippedOptimizer(keras.optimizers.Adam(learning_rate=KerasSchedule(schedule)), ops.ClipByGlobalNorm(1.0))
+    clipper = ops.ClipByGlobalNorm(max_norm=1.0)
+    skipping = ClippedOptimizer(keras.optimizers.Adam(learning_rate=KerasSchedule(schedule)), clipper)
+    reference = ClippedOptimizer(keras.optimizers.Adam(learning_rate=KerasSchedule(schedule)), clipper)
 
     skipped_model, _ = fit_linear(skipping, x_nan, y, callbacks=[logger])
     reference_model, _ = fit_linear(reference, x_finite, y_finite)
 
     # The skipped step leaves no trace: weights, Adam moments and iterations match a run without that batch.
-    np.testing.assert_allclose(to_numpy(skipped_model.layers[0].kernel), to_numpy(reference_model.layers[0].kernel), rtol=1e-6)
+    np.testing.assert_allclose(
+        to_numpy(skipped_model.layers[0].kernel), to_numpy(reference_model.layers[0].kernel), rtol=1e-6
+    )
     for ours, theirs in zip(skipping.inner_optimizer.variables, reference.inner_optimizer.variables):
         np.testing.assert_allclose(to_numpy(ours), to_numpy(theirs), rtol=1e-6, err_msg=ours.path)
     assert int(to_numpy(skipping.iterations)) == 2
@@ -528,6 +573,13 @@ def test_constructor_type_errors():
         ClippedOptimizer(keras.optimizers.SGD(learning_rate=0.1), 1.0)
 
 
+def test_apply_before_build_needs_variables():
+    optimizer = ClippedOptimizer(keras.optimizers.SGD(learning_rate=0.1), ops.ClipByGlobalNorm(max_norm=1.0))
+
+    with pytest.raises(ValueError, match=r"ClippedOptimizer is not built yet, so apply needs trainable_variables"):
+        optimizer.apply([keras.ops.ones((3, 1))])
+
+
 def test_apply_rejects_gradient_count_mismatch():
     model = linear_model()
     optimizer = ClippedOptimizer(keras.optimizers.SGD(learning_rate=0.1), ops.ClipByGlobalNorm(max_norm=1.0))
@@ -613,10 +665,9 @@ def test_tensorflow_namespace_matches_numpy():
     unary = ["abs", "sign", "floor", "ceil", "isfinite", "isnan", "isinf"]
     for name in unary:
         np.testing.assert_array_equal(getattr(xp, name)(tensor).numpy(), getattr(np, name)(values), err_msg=name)
-    for name in ["cos", "sin"]:
-        np.testing.assert_allclose(getattr(xp, name)(positive).numpy(), getattr(np, name)(finite * finite + 0.5), rtol=1e-6)
-    for name in ["sqrt", "exp", "log", "log1p"]:
-        np.testing.assert_allclose(getattr(xp, name)(positive).numpy(), getattr(np, name)(finite * finite + 0.5), rtol=1e-6)
+    for name in ["cos", "sin", "sqrt", "exp", "log", "log1p"]:
+        expected = getattr(np, name)(finite * finite + 0.5)
+        np.testing.assert_allclose(getattr(xp, name)(positive).numpy(), expected, rtol=1e-6, err_msg=name)
     np.testing.assert_array_equal(xp.floor_divide(tf.constant(integers), 4).numpy(), np.floor_divide(integers, 4))
     np.testing.assert_array_equal(xp.remainder(tf.constant(integers), 4).numpy(), np.remainder(integers, 4))
     np.testing.assert_array_equal(xp.floor(tf.constant(integers)).numpy(), integers)

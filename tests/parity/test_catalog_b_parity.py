@@ -138,7 +138,7 @@ def test_one_cycle_matches_one_cycle_lr(max_lr, total_steps, pct_start, div_fact
     assert_close(curve_of(schedule, total_steps), reference, rtol=RTOL, scale=max_lr)
 
 
-def test_one_cycle_lr_extrapolates_at_total_steps_then_raises():
+def test_one_cycle_lr_past_total_steps():
     scheduler = lr_scheduler.OneCycleLR(make_optimizer(1.0), max_lr=1.0, total_steps=10, cycle_momentum=False)
     schedule = ops.OneCycle(max_value=1.0, total_steps=10)
     torch_curve(scheduler, 10)
@@ -146,19 +146,19 @@ def test_one_cycle_lr_extrapolates_at_total_steps_then_raises():
     scheduler.step()
 
     # Known difference: at t = total_steps torch continues the last cosine past its end
-    # (0.049519, the value of t = 8 mirrored); one_cycle holds the minimum.
+    # (0.049519, the value of t = 8 mirrored), but one_cycle stays at the minimum.
     assert scheduler.optimizer.param_groups[0]["lr"] == pytest.approx(schedule(8), rel=RTOL)
     assert schedule(10) == schedule(9) == pytest.approx(4e-6, rel=RTOL)
-    # One more step raises in torch; one_cycle still holds the minimum.
+    # One more step raises in torch, and one_cycle still gives the minimum.
     scheduler.optimizer.step()
     with pytest.raises(ValueError, match="Tried to step 11 times"):
         scheduler.step()
     assert schedule(11) == schedule(9)
 
 
-def test_one_cycle_lr_divides_by_zero_when_the_warmup_is_empty():
-    # Known difference: pct_start * total_steps == 1 gives a warmup of length 0 that holds
-    # step 0. torch computes 0 / 0 there; one_cycle gives the warmup's end value.
+def test_one_cycle_lr_empty_warmup():
+    # Known difference: pct_start * total_steps == 1 gives a warmup of length 0 that contains
+    # step 0. torch computes 0 / 0 there, and one_cycle gives the warmup's end value.
     with pytest.raises(ZeroDivisionError):
         lr_scheduler.OneCycleLR(make_optimizer(1.0), max_lr=1.0, total_steps=4, pct_start=0.25, cycle_momentum=False)
     assert ops.OneCycle(max_value=1.0, total_steps=4, pct_start=0.25)(0) == 1.0

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optstrat.clipping import AdaptiveClip, AutoClip, ClipByGlobalNorm, ClipByValue, EmptyState, global_norm
@@ -117,6 +117,8 @@ def test_value_matches_torch(grads, max_value):
 # optax.clip_by_global_norm, optax.clip ------------------------------------------------------------
 
 
+# Each example runs Optax and optstrat eagerly in JAX, which dispatches slowly, so fewer examples run.
+@settings(max_examples=20)
 @given(grads=gradient_sets(pooled=True), max_norm=st.floats(1e-3, 100.0))
 def test_global_norm_matches_optax(grads, max_norm):
     inputs = [jnp.asarray(grad, dtype=jnp.float32) for grad in grads]
@@ -212,6 +214,7 @@ def agc_pairs(draw):
     return pairs
 
 
+@settings(max_examples=20)
 @given(pairs=agc_pairs(), clipping=st.floats(1e-3, 1.0), eps=st.sampled_from([1e-3, 1e-2]))
 def test_agc_last_matches_optax(pairs, clipping, eps):
     grads = [jnp.asarray(grad, dtype=jnp.float32) for grad, _ in pairs]

@@ -124,7 +124,7 @@ def test_wsd_phases_meet(schedule):
 
 
 @given(schedule=one_cycles)
-def test_one_cycle_steps_are_bounded_by_the_phase_slopes(schedule):
+def test_one_cycle_step_changes_bounded(schedule):
     # Continuity: no step changes more than a phase of length >= 1 allows
     # (pi / 2 of its range per step for the cosine, its whole range for linear).
     shortest = min(phase.length for phase in schedule._phases)
@@ -137,7 +137,8 @@ def test_one_cycle_steps_are_bounded_by_the_phase_slopes(schedule):
 
 
 @given(schedule=one_cycles)
-def test_one_cycle_peaks_at_pct_start_times_total_minus_one(schedule):
+def test_one_cycle_peak_step(schedule):
+    # The peak is at step pct_start * total_steps - 1, as in torch.
     peak = float(schedule.pct_start * schedule.total_steps) - 1
     values = schedule(np.arange(schedule.total_steps + 1))
     highest = int(np.argmax(values))
@@ -201,7 +202,7 @@ def test_cosine_restarts_restart_at_integer_cycle_starts(first_period, period_mu
     period_mult=st.floats(1.05, 3.0),
 )
 def test_cosine_restarts_with_fractional_cycles_restart_at_ceilings(first_period, period_mult):
-    # The first step of cycle k is ceil(S(k)), for the real start S(k); one step earlier
+    # The first step of cycle k is ceil(S(k)) for the real start S(k). One step earlier
     # lies in cycle k - 1, within one step of its end.
     schedule = ops.CosineRestarts(init_value=1.0, first_period=first_period, period_mult=period_mult)
     starts = [cycle.start for cycle in schedule._cycles[1:] if cycle.start <= 10**9]
