@@ -210,9 +210,21 @@ def time_jax(grads: list[np.ndarray], norm: float, repeats: int) -> dict[str, di
 
 def fresh_copy(arrays):
     import jax
-    import jax.numpy as jnp
 
-    return jax.block_until_ready([jnp.copy(array) for array in arrays])
+    return jax.block_until_ready(_copy_all()(arrays))
+
+
+_COPY_ALL = []
+
+
+def _copy_all():
+    """Return one jitted function that copies a list of arrays (a jnp.copy per array compiles per shape)."""
+    if not _COPY_ALL:
+        import jax
+        import jax.numpy as jnp
+
+        _COPY_ALL.append(jax.jit(lambda arrays: [jnp.copy(array) for array in arrays]))
+    return _COPY_ALL[0]
 
 
 def check_jax(name: str, clipped, norm: float, max_norm: float) -> None:

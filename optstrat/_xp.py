@@ -6,10 +6,10 @@ it, so an adapter can pass a namespace of its own (the Keras adapter wraps
 ``keras.ops`` this way). The functions the core uses are:
 
 ``asarray, astype, where, maximum, minimum, floor, ceil, cos, sin, sqrt, exp,
-log, log1p, abs, sign, isfinite, isnan, sum, max, reshape, zeros_like,
-ones_like, logical_and, logical_or, logical_not, floor_divide, remainder``,
-the dtypes ``int32, int64, float16, float32, float64`` and Python operators on
-arrays.
+log, log1p, abs, sign, isfinite, isnan, isinf, sum, max, min, sort, arange,
+zeros, ones, reshape, zeros_like, ones_like, logical_and, logical_or,
+logical_not, floor_divide, remainder, iinfo, finfo``, the dtypes ``bool, int32,
+int64, float16, float32, float64`` and Python operators on arrays.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
 - :class:`TrainingLogger` is a callback that records the learning rate and
   the gradient norm of every batch and epoch.
 
-Each runs on the TensorFlow, JAX and PyTorch backends; Keras picks one when it
+Each runs on the TensorFlow, JAX and PyTorch backends. Keras picks one when it
 is first imported, from the ``KERAS_BACKEND`` environment variable.
 """
 

@@ -29,14 +29,15 @@ class TrainingLogger(keras.callbacks.Callback):
     When the model's optimizer is a ClippedOptimizer, or a
     ``LossScaleOptimizer`` around one:
 
-    - ``"grad_norm"``: the global L2 norm of the gradients before clipping;
-      an epoch records the mean over its batches;
-    - ``"clip_fraction"``: the fraction of steps clipped since the epoch began;
+    - ``"grad_norm"``: the global L2 norm of the gradients before clipping.
+      An epoch records the mean over its batches with a finite norm (NaN if
+      there is none), since skipped steps are counted apart.
+    - ``"clip_fraction"``: the fraction of steps clipped since the epoch began.
     - ``"skipped_steps"``: the number of steps skipped since the epoch began.
 
     The fractions and counts come from the optimizer's counters, so they count
     every step even when ``steps_per_execution`` runs several steps per batch
-    callback; ``"lr"`` and ``"grad_norm"`` are those of the last step of the
+    callback. ``"lr"`` and ``"grad_norm"`` are those of the last step of the
     batch. Reading the values synchronizes the device once per batch, and on
     JAX it also writes the training state back to the model variables.
 
@@ -95,7 +96,8 @@ class TrainingLogger(keras.callbacks.Callback):
         if self._epoch_lr is not None:
             values["lr"] = self._epoch_lr
         if optimizer is not None and self._epoch_norms:
-            values["grad_norm"] = math.fsum(self._epoch_norms) / len(self._epoch_norms)
+            finite_norms = [norm for norm in self._epoch_norms if math.isfinite(norm)]
+            values["grad_norm"] = math.fsum(finite_norms) / len(finite_norms) if finite_norms else math.nan
             values.update(_epoch_rates(self._epoch_start, _counters(optimizer)))
         _append(self.history, values)
         if logs is not None:
@@ -103,7 +105,7 @@ class TrainingLogger(keras.callbacks.Callback):
 
 
 def _to_float(value: Any) -> float:
-    # float() on the backend's 0-d tensor; keras.ops.convert_to_numpy would go through
+    # float() converts the backend's 0-d tensor directly. keras.ops.convert_to_numpy calls
     # np.array(), which NumPy 2 warns about for TensorFlow and PyTorch tensors.
     if isinstance(value, keras.Variable):
         value = value.value

@@ -29,24 +29,28 @@ class ClippedOptimizer(keras.optimizers.Optimizer):
     ``ClippedOptimizer(optimizer, ClipByGlobalNorm(max_norm=c))`` reproduces
     ``optimizer`` built with ``global_clipnorm=c``. Keras scales by
     ``c * min(1 / norm, 1 / c)``, which equals the clipper's
-    ``min(1, c / norm)`` up to float32 rounding.
+    ``min(1, c / norm)`` up to float32 rounding. For NaN or infinite gradients
+    Keras makes every gradient NaN, while the wrapper follows the clipper's
+    ``nonfinite`` policy.
 
     Non-finite gradients follow the clipper's ``nonfinite`` policy. With
-    ``"skip"`` (the default) and ``"error"`` under ``tf.function`` or
-    ``jax.jit``, a step with NaN or infinity is skipped whole: the weights,
-    the inner optimizer's moments and ``iterations`` stay as they were, so the
-    learning-rate schedule does not advance, and ``skip_count`` grows by one.
-    ``"error"`` raises ``optstrat.clipping.NonFiniteGradientError`` when the
-    step runs eagerly. ``"propagate"`` applies the update as it is.
+    ``"skip"`` (the default), a step with NaN or infinity is skipped whole.
+    The weights, the inner optimizer's moments and ``iterations`` stay as they
+    were, so the learning-rate schedule does not advance, and ``skip_count``
+    grows by one. ``"error"`` raises
+    ``optstrat.clipping.NonFiniteGradientError`` when the step runs eagerly
+    (``model.fit`` on PyTorch, or ``run_eagerly=True``) and skips like
+    ``"skip"`` under ``tf.function`` and ``jax.jit``. ``"propagate"`` applies
+    the update as it is.
 
     Non-trainable variables, updated on every step and read by
     :class:`TrainingLogger` or any callback:
 
-    - ``grad_norm``: the global L2 norm of the gradients before clipping;
-    - ``clip_scale``: the scale the clipper applied (1 when nothing was clipped);
-    - ``clipped``: whether the step applied clipped gradients;
-    - ``finite``: whether every gradient was finite;
-    - ``applied_learning_rate``: the learning rate the inner optimizer used;
+    - ``grad_norm``: the global L2 norm of the gradients before clipping.
+    - ``clip_scale``: the scale the clipper applied (1 when nothing was clipped).
+    - ``clipped``: whether the step applied clipped gradients.
+    - ``finite``: whether every gradient was finite.
+    - ``applied_learning_rate``: the learning rate the inner optimizer used.
     - ``step_count``, ``clip_count``, ``skip_count``: the number of steps
       seen, clipped and skipped.
 
@@ -90,8 +94,8 @@ class ClippedOptimizer(keras.optimizers.Optimizer):
             if loss_scale_factor is not None:
                 raise ValueError(
                     "loss_scale_factor is set both on the inner optimizer "
-                    f"({optimizer.loss_scale_factor!r}) and on ClippedOptimizer ({loss_scale_factor!r}); "
-                    "set it on one of them"
+                    f"({optimizer.loss_scale_factor!r}) and on ClippedOptimizer ({loss_scale_factor!r}). "
+                    "Set it on one of them"
                 )
             loss_scale_factor = optimizer.loss_scale_factor
 
@@ -119,7 +123,7 @@ class ClippedOptimizer(keras.optimizers.Optimizer):
         zeros = [keras.ops.zeros(variable.shape, dtype=variable.dtype) for variable in var_list]
         state = _from_core(self.clipper.init(_to_core(zeros)))
         leaves = [keras.ops.convert_to_tensor(leaf) for leaf in keras.tree.flatten(state)]
-        # The structure is kept with placeholder leaves; the values live in the variables.
+        # The structure is kept with placeholder leaves, because the values live in the variables.
         self._state_template = keras.tree.pack_sequence_as(state, [0] * len(leaves))
         self._state_variables = []
         for index, leaf in enumerate(leaves):
@@ -152,8 +156,8 @@ class ClippedOptimizer(keras.optimizers.Optimizer):
         if not self.built:
             if trainable_variables is None:
                 raise ValueError(
-                    "ClippedOptimizer is not built yet, so apply needs trainable_variables; "
-                    "pass them or call optimizer.build(trainable_variables) first"
+                    "ClippedOptimizer is not built yet, so apply needs trainable_variables. "
+                    "Pass them, or call optimizer.build(trainable_variables) first"
                 )
             self.build(list(trainable_variables))
         if keras.backend.backend() == "tensorflow":
@@ -179,7 +183,7 @@ class ClippedOptimizer(keras.optimizers.Optimizer):
         for index, leaf in zip(present, clipped_leaves):
             clipped_grads[index] = leaf
 
-        # Read before the update: the inner optimizer evaluates its schedule at the same iterations.
+        # Read before the update, so the schedule sees the same iterations as the inner optimizer's update.
         learning_rate = self.inner_optimizer.learning_rate
 
         def update() -> None:
@@ -265,7 +269,7 @@ def _check_inner_optimizer(optimizer: Any) -> None:
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         raise ValueError(
             "optimizer must not be a LossScaleOptimizer, because the clipper would see scaled "
-            "gradients; wrap the other way round: LossScaleOptimizer(ClippedOptimizer(optimizer, clipper))"
+            "gradients. Wrap the other way round: LossScaleOptimizer(ClippedOptimizer(optimizer, clipper))"
         )
     for argument in _KERAS_CLIP_ARGUMENTS:
         value = getattr(optimizer, argument)
@@ -296,11 +300,14 @@ def _check_clipper(clipper: Any) -> Clipper:
 def _check_distribution_strategy() -> None:
     import tensorflow as tf
 
+    # NOTE: tf.distribute strategies are rejected, not supported. A global norm over all
+    # replicas would need the clipping after the all-reduce, which the inner optimizer does.
     if tf.distribute.has_strategy():
         strategy = type(tf.distribute.get_strategy()).__name__
         raise ValueError(
-            f"ClippedOptimizer supports only the default TensorFlow distribution strategy, got {strategy}; "
-            "under tf.distribute each replica would clip its local gradients before they are summed"
+            f"ClippedOptimizer supports only the default TensorFlow distribution strategy, got {strategy}. "
+            "Under tf.distribute each replica would clip its local gradients before they are summed, "
+            "so train without a distribution strategy"
         )
 
 

@@ -25,11 +25,11 @@ class KerasSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     ``KerasSchedule(schedule)(step)`` is ``schedule(step)`` evaluated on the
     backend tensor: a jax array on JAX, a torch tensor on PyTorch and a
-    ``tf.Tensor`` on TensorFlow, where the core runs on a namespace of ``tf``
-    operations, so it traces under ``tf.function`` and compiles with XLA. The
-    value is float32 unless the step is a wider float. Keras calls the schedule with
-    ``optimizer.iterations``, the number of updates already applied, which is
-    the step optstrat schedules count.
+    ``tf.Tensor`` on TensorFlow. On TensorFlow the core runs on a namespace of
+    ``tf`` operations, so it traces under ``tf.function`` and compiles with
+    XLA. The value is float32 unless the step is a wider float. Keras calls
+    the schedule with ``optimizer.iterations``, the number of updates already
+    applied, which is the step optstrat schedules count.
 
     ``get_config()`` returns ``{"schedule": schedule.to_config()}`` and the
     class is registered as ``optstrat>KerasSchedule``, so a model compiled

@@ -1,6 +1,6 @@
 """An array namespace over TensorFlow tensors, for the optstrat core on the Keras TensorFlow backend.
 
-array-api-compat knows NumPy, PyTorch and JAX arrays but not TensorFlow
+array-api-compat supports NumPy, PyTorch and JAX arrays but not TensorFlow
 tensors, so this module is the namespace the Keras adapter passes to the core
 on that backend: ``schedule(step, xp=<this module>)``. It provides the
 functions and dtypes the core calls (listed in ``optstrat._xp``) with the
@@ -85,7 +85,7 @@ float64 = tf.float64
 class TensorFlowArray:
     """A TensorFlow tensor tagged with this namespace, so that array-api-compat can infer it.
 
-    ``shape``, ``dtype``, ``device`` and ``ndim`` come from the tensor; Python
+    ``shape``, ``dtype``, ``device`` and ``ndim`` come from the tensor. Python
     operators and indexing act on the tensor and return plain tensors.
     """
 
@@ -151,7 +151,7 @@ for _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and", "
     _binary(f"__{_name}__", f"__r{_name}__")
 for _name in ("lt", "le", "gt", "ge", "eq", "ne"):
     _binary(f"__{_name}__")
-# Defining __eq__ removes the default hash; the wrapper is never a dict key.
+# Defining __eq__ removes the default hash, which is fine because the wrapper is never a dict key.
 TensorFlowArray.__hash__ = None  # type: ignore[assignment]
 
 
@@ -170,8 +170,8 @@ def call_core(function: Any, *args: Any, **kwargs: Any) -> Any:
     """Call a core function as plain Python, also inside ``tf.function``.
 
     The core branches only on Python values and selects with ``where``, so
-    AutoGraph has nothing to convert; left to itself it would try and log a
-    warning on syntax it does not support (array-api-compat uses ``:=``).
+    AutoGraph has nothing to convert. Left to itself, it would try anyway and
+    log a warning on syntax it does not support (array-api-compat uses ``:=``).
     """
     return tf.autograph.experimental.do_not_convert(function)(*args, **kwargs)
 
@@ -186,13 +186,13 @@ def unwrap(value: Any) -> Any:
 def _tensor(value: Any, dtype: Any = None) -> tf.Tensor:
     value = unwrap(value)
     if not isinstance(value, tf.Tensor):
-        # Variables (tf.Variable, keras.Variable) are read here, Python numbers converted.
+        # Variables (tf.Variable, keras.Variable) are read here, and Python numbers converted.
         value = tf.convert_to_tensor(value) if tf.is_tensor(value) else tf.convert_to_tensor(value, dtype=dtype)
     return value if dtype is None or value.dtype == dtype else tf.cast(value, dtype)
 
 
 def _pair(x1: Any, x2: Any) -> tuple[tf.Tensor, tf.Tensor]:
-    """Convert two operands to tensors; a Python scalar takes the dtype of the tensor beside it."""
+    """Convert two operands to tensors, giving a Python scalar the dtype of the tensor beside it."""
     x1 = unwrap(x1)
     x2 = unwrap(x2)
     if tf.is_tensor(x1) and not tf.is_tensor(x2):
@@ -209,7 +209,7 @@ def _is_floating(dtype: tf.DType) -> bool:
 
 
 def asarray(obj: Any, /, *, dtype: Any = None, device: Any = None, copy: Any = None) -> tf.Tensor:
-    """Convert ``obj`` to a tensor of ``dtype``; ``device`` and ``copy`` are accepted and ignored.
+    """Convert ``obj`` to a tensor of ``dtype``, accepting and ignoring ``device`` and ``copy``.
 
     Tensors are immutable and placed by TensorFlow, so there is nothing to copy
     or move. A Python float without ``dtype`` becomes float32, as in TensorFlow.

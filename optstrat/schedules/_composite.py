@@ -56,6 +56,12 @@ class Warmup(Schedule):
     first update has a learning rate of 0, as in optax's ``warmup_*``
     schedules and Hugging Face's; pass a small ``init_value`` to avoid that.
 
+    Reproduces ``optax.join_schedules([optax.linear_schedule(init_value,
+    schedule(0), warmup_steps), schedule], [warmup_steps])``, and torch's
+    ``SequentialLR([LinearLR(start_factor=init_value / schedule(0),
+    total_iters=warmup_steps), ...], milestones=[warmup_steps])`` where
+    ``LinearLR`` allows that start (0 < start_factor <= 1).
+
     >>> Warmup(schedule=CosineDecay(init_value=1.0, decay_steps=4), warmup_steps=2)(1)
     0.5
     """

@@ -312,8 +312,6 @@ def test_int32_arrays_match_oracle(schedule, oracle, steps, xp):
 
 @pytest.mark.parametrize(("schedule", "oracle", "steps"), CASES)
 def test_zero_dim_int32_step_at_max(schedule, oracle, steps):
-    # NumPy warns on a 0-d integer overflow (an error under this suite's warning filter),
-    # so this also checks that no intermediate integer passes the int32 range.
     value = schedule(np.asarray(INT32_MAX, dtype=np.int32))
 
     assert value.shape == ()
@@ -409,6 +407,7 @@ def test_growth_overflows_to_inf_without_nan(xp):
     np.testing.assert_allclose(values[:2], [1.0, 1024.0], rtol=1e-6)
     assert np.isposinf(values[2:]).all()
     assert growth(2000) == math.inf
+    assert growth(np.asarray([0.0, 200.0, 5000.0], dtype=np.float32)).tolist() == [1.0, math.inf, math.inf]
     assert ExponentialDecay(init_value=0.0, transition_steps=1, decay_rate=2.0)(5000) == 0.0
     assert Scale(schedule=growth, factor=0.0)(5000) == 0.0
     assert evaluate_int32(Clamp(schedule=growth, max_value=8.0), xp, steps).tolist() == [1.0, 8.0, 8.0, 8.0]

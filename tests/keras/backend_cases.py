@@ -34,7 +34,7 @@ only_jax = pytest.mark.skipif(
 )
 
 # Keras 3.15.1 ``Variable.__array__`` takes no ``copy`` argument, so NumPy 2 warns
-# whenever ``model.save`` converts an optimizer variable; the saved values are unaffected.
+# whenever ``model.save`` converts an optimizer variable. The saved values are unaffected.
 keras_variable_array_warning = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
 )
@@ -136,7 +136,7 @@ def test_backend_matches_environment():
 def test_schedule_matches_core(schedule):
     learning_rate = KerasSchedule(schedule)
     steps = keras.ops.convert_to_tensor(STEPS, dtype=iteration_dtype())
-    # Keras passes its iterations variable; one holding every step takes the same path.
+    # Keras passes its iterations variable, and a variable holding every step takes the same path.
     iterations = keras.Variable(STEPS, dtype=iteration_dtype(), trainable=False)
     expected = reference_values(schedule, STEPS)
 
@@ -253,7 +253,7 @@ def test_fit_applies_schedule_and_clips(jit_compile):
     np.testing.assert_allclose(to_numpy(model.layers[0].kernel), expected_weights[-1], rtol=1e-5, atol=1e-6)
 
 
-def test_logger_reads_plain_optimizer_learning_rate():
+def test_logger_plain_optimizer_learning_rate():
     schedule = ops.ExponentialDecay(init_value=0.1, transition_steps=2, decay_rate=0.5)
     x, y = regression_data(batches=3)
     logger = TrainingLogger()
@@ -268,7 +268,7 @@ def test_logger_reads_plain_optimizer_learning_rate():
     assert "grad_norm" not in logger.batch_history
 
 
-def test_logger_records_norms_and_clip_fraction():
+def test_logger_norms_and_clip_fraction():
     schedule = ops.Constant(value=0.02)
     x, y = regression_data(batches=3, seed=3)
     _, reference_infos = simulate_sgd(x, y, 4, 6, schedule, ops.ClipByGlobalNorm(max_norm=1e9))
@@ -383,7 +383,7 @@ def test_clipper_kinds_apply_like_core():
         assert int(to_numpy(optimizer.iterations)) == len(steps), case.id
 
 
-def test_global_norm_parity_with_keras_global_clipnorm():
+def test_global_norm_matches_keras_clipnorm():
     # Keras scales by s = c * min(1 / norm, 1 / c), the clipper by min(1, c / norm):
     # equal in exact arithmetic, a few float32 rounding steps apart after Adam.
     schedule = ops.CosineDecay(init_value=0.05, decay_steps=10)
@@ -400,7 +400,7 @@ def test_global_norm_parity_with_keras_global_clipnorm():
     assert int(to_numpy(clipped_optimizer.iterations)) == int(to_numpy(keras_optimizer.iterations)) == 6
 
 
-def test_loss_scale_optimizer_around_clipped_optimizer():
+def test_loss_scale_optimizer_wraps_clipper():
     clipper = ops.ClipByGlobalNorm(max_norm=1.0)
     variables = [keras.Variable([[0.5], [0.5], [0.5]])]
     inner = ClippedOptimizer(keras.optimizers.SGD(learning_rate=0.1), clipper)
@@ -411,8 +411,8 @@ def test_loss_scale_optimizer_around_clipped_optimizer():
 
     # LossScaleOptimizer receives gradients of the scaled loss and unscales them before the clipper.
     if BACKEND == "jax":
-        # LossScaleOptimizer.apply assigns inside ops.cond, which JAX cannot run eagerly;
-        # model.fit calls stateless_apply on JAX.
+        # LossScaleOptimizer.apply assigns inside ops.cond, which JAX cannot run eagerly,
+        # so this calls stateless_apply, as model.fit does on JAX.
         optimizer.build(variables)
         stateless_assign(optimizer.stateless_apply, optimizer, variables, scaled_grads)
     else:
@@ -442,7 +442,7 @@ def test_inner_loss_scale_factor_moves_to_wrapper():
 
 
 def nan_batch_data():
-    """Three batches of four rows; the second batch contains a NaN input, so its gradient is NaN."""
+    """Return three batches of four rows, the second with a NaN input, and the data without it."""
     x, y = regression_data(batches=3, seed=4)
     x_nan = x.copy()
     x_nan[5, 1] = np.nan
@@ -474,9 +474,11 @@ def test_fit_skips_nonfinite_step_whole():
     # The schedule did not advance on the skipped step: steps 0, 1 and 2 applied lr(0), lr(1), lr(1).
     np.testing.assert_allclose(logger.batch_history["lr"], [schedule(0), schedule(1), schedule(1)], rtol=FLOAT32_RTOL)
     assert math.isnan(logger.batch_history["grad_norm"][1])
+    finite_norms = [logger.batch_history["grad_norm"][0], logger.batch_history["grad_norm"][2]]
+    assert logger.history["grad_norm"] == [pytest.approx(np.mean(finite_norms))]
 
 
-def test_apply_skips_nan_gradients_and_keeps_state():
+def test_apply_skips_nan_gradients():
     model = linear_model()
     variables = model.trainable_variables
     optimizer = ClippedOptimizer(keras.optimizers.Adam(learning_rate=0.1), ops.ClipByGlobalNorm(max_norm=1.0))
@@ -771,7 +773,7 @@ def test_cosine_decay_parity(init_value, end_fraction, decay_steps, steps):
 
 
 @only_jax
-def test_keras_cosine_decay_truncates_pi_for_int_init():
+def test_keras_cosine_int_init_truncates_pi():
     # Keras computes in the dtype of initial_learning_rate; an int makes pi the integer 3.
     theirs = keras.optimizers.schedules.CosineDecay(1, 4)
     ours = ops.CosineDecay(init_value=1, decay_steps=4)

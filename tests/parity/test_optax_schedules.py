@@ -28,8 +28,8 @@ STAIRCASE_LIMIT = 2**23 - 1
 FLOAT32_EPS = 2.0**-23
 FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 # optstrat's float32 power is exp(fraction) * exp(whole) with fraction in [0, 1). For a
-# value below e times the smallest normal float32, exp(whole) is subnormal, and XLA on
-# CPU flushes it to 0, so such a value can come out as 0.
+# power below e times the smallest normal float32, exp(whole) is subnormal, and XLA on
+# CPU flushes it to 0, so such a power (times init_value) can come out as 0.
 FLUSHED_TO_ZERO = math.e * FLOAT32_TINY
 RTOL = 1e-6
 # A fixed length keeps one compiled kernel per operation across examples.
@@ -53,9 +53,9 @@ extra_steps = st.lists(st.integers(0, INT32_MAX), min_size=STEP_COUNT, max_size=
 
 
 def assert_within(actual, expected, steps, tolerance):
-    """Check |actual - expected| <= tolerance elementwise; the message names the worst step.
+    """Check |actual - expected| <= tolerance elementwise, naming the worst step on failure.
 
-    Values below FLUSHED_TO_ZERO may be 0 on either side.
+    Values below FLUSHED_TO_ZERO may be 0 on either side. A larger floor comes in ``tolerance``.
     """
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.broadcast_to(np.asarray(expected, dtype=np.float64), actual.shape)
@@ -80,20 +80,21 @@ def evaluate(schedule, reference, steps):
     return actual, expected
 
 
-def exponential_tolerance(expected, steps, transition_steps, decay_rate, transition_begin, staircase):
-    """Return the float32 error bound of decay_rate ** p at each step, relative to the value.
+def exponential_tolerance(expected, steps, init_value, transition_steps, decay_rate, transition_begin, staircase):
+    """Return the float32 error bound of init_value * decay_rate ** p at each step.
 
     Both sides round the exponent p to float32, an error amplified by
     |p * ln(decay_rate)|. optax also rounds decay_rate itself to float32. That
     changes ln(decay_rate) by up to 2**-24, so the value moves by up to
     p * 2**-24 relative. optstrat takes the logarithm of the exact decay_rate.
+    The floor is FLUSHED_TO_ZERO scaled by init_value.
     """
     local = np.maximum(np.asarray(steps, dtype=np.float64) - transition_begin, 0.0)
     exponent = local / transition_steps
     if staircase:
         exponent = np.floor(exponent)
     conditioning = FLOAT32_EPS * exponent * (4 * abs(math.log(decay_rate)) + 1)
-    return (RTOL + conditioning) * np.abs(np.asarray(expected, dtype=np.float64))
+    return (RTOL + conditioning) * np.abs(np.asarray(expected, dtype=np.float64)) + FLUSHED_TO_ZERO * abs(init_value)
 
 
 def late_staircase_steps(steps, transition_steps, transition_begin=0):
@@ -109,13 +110,16 @@ def late_staircase_steps(steps, transition_steps, transition_begin=0):
     return rounded != local // transition_steps
 
 
-def assert_staircase(actual, expected, schedule, steps, tolerance, transition_steps, transition_begin=0):
-    """Compare with optax, and with the float64 Python value where optax may switch late."""
+def assert_staircase(actual, expected, schedule, steps, tolerance, floor, transition_steps, transition_begin=0):
+    """Compare with optax, and with the float64 Python value where optax may switch late.
+
+    ``tolerance`` applies to the optax comparison, and ``RTOL`` relative plus ``floor`` to the other.
+    """
     late = late_staircase_steps(steps, transition_steps, transition_begin)
     exact = np.array([schedule(int(step)) for step in np.asarray(steps)[late]])
     tolerance = np.broadcast_to(tolerance, late.shape)
     assert_within(np.asarray(actual)[~late], np.asarray(expected)[~late], np.asarray(steps)[~late], tolerance[~late])
-    assert_within(np.asarray(actual)[late], exact, np.asarray(steps)[late], RTOL * np.abs(exact))
+    assert_within(np.asarray(actual)[late], exact, np.asarray(steps)[late], RTOL * np.abs(exact) + floor)
 
 
 def difference_tolerance(expected, *levels):
@@ -168,11 +172,13 @@ def test_exponential_decay(parameters, extra):
 
     actual, expected = evaluate(schedule, reference, steps)
 
+    init_value = parameters["init_value"]
     tolerance = exponential_tolerance(
-        expected, steps, length, parameters["decay_rate"], begin, parameters["staircase"]
+        expected, steps, init_value, length, parameters["decay_rate"], begin, parameters["staircase"]
     )
     if parameters["staircase"]:
-        assert_staircase(actual, expected, schedule, steps, tolerance, length, begin)
+        floor = FLUSHED_TO_ZERO * init_value
+        assert_staircase(actual, expected, schedule, steps, tolerance, floor, length, begin)
     else:
         assert_within(actual, expected, steps, tolerance)
 
@@ -192,8 +198,8 @@ def test_step_decay(init_value, decay_rate, decay_steps, extra):
 
     actual, expected = evaluate(schedule, reference, steps)
 
-    tolerance = exponential_tolerance(expected, steps, decay_steps, decay_rate, 0, True)
-    assert_staircase(actual, expected, schedule, steps, tolerance, decay_steps)
+    tolerance = exponential_tolerance(expected, steps, init_value, decay_steps, decay_rate, 0, True)
+    assert_staircase(actual, expected, schedule, steps, tolerance, FLUSHED_TO_ZERO * init_value, decay_steps)
 
 
 @given(
