@@ -58,12 +58,14 @@ class ClippedOptimizer(keras.optimizers.Optimizer):
     variables too, so it is saved and restored with the model.
 
     Raises ValueError when ``optimizer`` already clips (``clipnorm``,
-    ``clipvalue`` or ``global_clipnorm`` is set), accumulates gradients
-    (``gradient_accumulation_steps``: the clipper would see each micro-batch
-    gradient, not their average), or is a ``LossScaleOptimizer`` (wrap the
-    other way round, ``LossScaleOptimizer(ClippedOptimizer(...))``, so the
-    clipper sees unscaled gradients). A ``loss_scale_factor`` set on
-    ``optimizer`` moves to the wrapper, which unscales before clipping.
+    ``clipvalue`` or ``global_clipnorm`` is set), because the gradients would
+    be clipped twice. Raises ValueError when it accumulates gradients
+    (``gradient_accumulation_steps``), because the clipper would then clip
+    each micro-batch gradient instead of their average. Raises ValueError
+    when it is a ``LossScaleOptimizer``: wrap the other way round,
+    ``LossScaleOptimizer(ClippedOptimizer(...))``, so that the clipper gets
+    unscaled gradients. A ``loss_scale_factor`` set on ``optimizer`` moves to
+    the wrapper, which unscales before clipping.
 
     On the TensorFlow backend only the default distribution strategy is
     supported, because under ``tf.distribute`` each replica would clip its
@@ -183,7 +185,7 @@ class ClippedOptimizer(keras.optimizers.Optimizer):
         for index, leaf in zip(present, clipped_leaves):
             clipped_grads[index] = leaf
 
-        # Read before the update, so the schedule sees the same iterations as the inner optimizer's update.
+        # Read before the update, so the schedule is evaluated at the iterations the update uses.
         learning_rate = self.inner_optimizer.learning_rate
 
         def update() -> None:

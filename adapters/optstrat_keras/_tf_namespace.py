@@ -3,9 +3,10 @@
 array-api-compat supports NumPy, PyTorch and JAX arrays but not TensorFlow
 tensors, so this module is the namespace the Keras adapter passes to the core
 on that backend: ``schedule(step, xp=<this module>)``. It provides the
-functions and dtypes the core calls (listed in ``optstrat._xp``) with the
-array-API signatures, built on ``tf`` operations that trace under
-``tf.function`` and compile with XLA.
+array-API functions and dtypes that the core calls, with their array-API
+signatures, built on ``tf`` operations that trace under ``tf.function`` and
+compile with XLA. A function the core starts to use must be added here;
+the Keras tests run every schedule and clipper kind through this module.
 
 Clippers infer the namespace from their input and take no ``xp`` argument,
 so their inputs are wrapped in :class:`TensorFlowArray`, which names this

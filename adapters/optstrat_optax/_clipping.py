@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import optax
 
 from optstrat.clipping import DEFAULT_NONFINITE, ClipByGlobalNorm, ClipInfo, Clipper, global_norm
+from optstrat.clipping._base import apply_factors, as_threshold, factor_to_limit, make_info, raise_if_nonfinite
+from optstrat.clipping._norms import l2_norm_and_finite, safe_sqrt
 
 __all__ = ["ClipState", "clip", "clip_by_global_norm", "last_clip_info"]
 
@@ -140,9 +142,60 @@ def clip_leaves(clipper: Clipper | None, leaves: list[Any], clipper_state: Any, 
             clipped=jnp.zeros((), dtype=bool),
         )
         return leaves, clipper_state, info
+    if _takes_fast_path(clipper, leaves):
+        clipped, info = _clip_by_global_norm_fast(clipper, leaves)
+        return clipped, clipper_state, info
     clipped, clipper_state, info = clipper.update(leaves, clipper_state, param_leaves)
     # The core returns NumPy values for an empty pytree, but the state must contain JAX arrays.
     return list(clipped), clipper_state, ClipInfo(*(jnp.asarray(field) for field in info))
+
+
+def _takes_fast_path(clipper: Clipper, leaves: list[Any]) -> bool:
+    """Tell whether ``clipper`` is ClipByGlobalNorm with the L2 norm on float16, bfloat16 or float32 leaves.
+
+    With 64-bit mode on, the core sums squares in float64 instead, and it decides.
+    """
+    return (
+        type(clipper) is ClipByGlobalNorm
+        and clipper.norm_type == 2.0
+        and bool(leaves)
+        and not jax.config.jax_enable_x64
+        and all(leaf.dtype in (jnp.float16, jnp.bfloat16, jnp.float32) for leaf in leaves)
+    )
+
+
+def _clip_by_global_norm_fast(clipper: ClipByGlobalNorm, leaves: list[Any]) -> tuple[list[Any], ClipInfo]:
+    """Clip as ``clipper.update`` does, reading the gradients once when no clipping is needed.
+
+    Without 64-bit mode the core multiplies every value by a power of two
+    chosen from the largest magnitude before squaring, which costs a pass of
+    its own. That factor is 1 for gradients whose squares and their float32
+    sum neither overflow nor underflow, and then the plain sum of squares
+    below is the same computation. ``jax.lax.cond`` runs the core's
+    measurement only when the sum is not finite or is too small to rule out
+    lost terms (each loses less than 2**-126, so a sum of at least
+    count * 2**-86 is off by less than 2**-40), and a second ``cond`` skips
+    the multiply when nothing is clipped. Neither waits for the host.
+    """
+    count = sum(leaf.size for leaf in leaves)
+    total = sum(jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in leaves)
+    trusted = jnp.isfinite(total) & (total >= count * 2.0**-86)
+    norm, finite = jax.lax.cond(
+        trusted,
+        lambda: (safe_sqrt(jnp, total), jnp.ones((), dtype=bool)),
+        lambda: l2_norm_and_finite(leaves, jnp),
+    )
+    raise_if_nonfinite(finite, norm, clipper.nonfinite)
+
+    factor = factor_to_limit(jnp, norm, as_threshold(jnp, clipper.max_norm, norm))
+    fallback = jnp.ones_like(factor) if clipper.nonfinite == "propagate" else jnp.zeros_like(factor)
+    scale = jnp.where(finite, factor, fallback)
+    clipped = jax.lax.cond(
+        (scale < 1) | ~finite,
+        lambda: apply_factors(jnp, leaves, [scale] * len(leaves), finite, clipper.nonfinite),
+        lambda: list(leaves),
+    )
+    return clipped, make_info(jnp, norm, scale, finite, scale < 1)
 
 
 def initial_info(clipper: Clipper | None, leaves: list[Any], clipper_state: Any) -> ClipInfo:
