@@ -226,6 +226,8 @@ def _run_plot(args: argparse.Namespace) -> int:
     last = args.steps if args.steps is not None else _default_last_step(schedule)
     title = optstrat.to_spec(schedule)
 
+    if args.out is not None and not args.out.lower().endswith(".png"):
+        args.parser.error(f"--out must be a path ending in .png, got {args.out!r}")
     if args.out is not None:
         try:
             _write_png(schedule, last, title, args.out)

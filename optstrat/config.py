@@ -86,7 +86,8 @@ def from_config(config: Mapping[str, Any]) -> Any:
     if "kind" not in config:
         raise ValueError(f"config must have a 'kind' key, got keys {sorted(config)!r}")
     cls = _lookup(config["kind"])
-    names = [field.name for field in dataclasses.fields(cls) if field.init]
+    fields = [field for field in dataclasses.fields(cls) if field.init]
+    names = [field.name for field in fields]
     arguments = {}
     for key, value in config.items():
         if key == "kind":
@@ -94,6 +95,17 @@ def from_config(config: Mapping[str, Any]) -> Any:
         if key not in names:
             raise ValueError(_unknown_field_message(cls.kind, key, names))
         arguments[key] = _decode(value)
+    required = [
+        field.name
+        for field in fields
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in required if name not in arguments]
+    if missing:
+        raise ValueError(
+            f"kind {cls.kind!r} is missing the required field {missing[0]!r}; "
+            f"required fields: {', '.join(required)}"
+        )
     return cls(**arguments)
 
 
@@ -163,6 +175,7 @@ def _value_to_spec(value: Any) -> str:
 def _spec_node_to_config(node: ast.AST, spec: str) -> dict[str, Any]:
     if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
         raise ValueError(f"invalid spec {spec!r}: expected a call such as constant(value=0.1), got {ast.unparse(node)!r}")
+    _lookup(node.func.id)
     if node.args:
         raise ValueError(
             f"invalid spec {spec!r}: arguments of {node.func.id} must be given by name, "
@@ -172,6 +185,8 @@ def _spec_node_to_config(node: ast.AST, spec: str) -> dict[str, Any]:
     for keyword in node.keywords:
         if keyword.arg is None:
             raise ValueError(f"invalid spec {spec!r}: '**' arguments are not allowed")
+        if keyword.arg in config:
+            raise ValueError(f"invalid spec {spec!r}: {node.func.id} got the argument {keyword.arg!r} twice")
         config[keyword.arg] = _spec_value(keyword.value, spec)
     return config
 

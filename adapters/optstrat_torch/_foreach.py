@@ -182,40 +182,41 @@ def _cpu_partial_norms(tensors: list[torch.Tensor], norm_type: float) -> torch.T
 
 def _l2_row_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     parts: list[torch.Tensor] = []
-    tails: list[torch.Tensor] = []
+    # Tensors of at most ROW elements, and the tails of longer ones, go to one _foreach_norm call.
+    short: list[torch.Tensor] = []
     scratch = None
     for tensor in tensors:
-        flat = tensor.reshape(-1)
-        if tensor.dtype not in _REDUCED:
-            rows, tail = _split_rows(flat)
-            if rows is not None:
-                parts.append(torch.linalg.vector_norm(rows, dim=1))
-            if tail is not None:
-                tails.append(tail)
+        if tensor.dtype in _REDUCED:
+            if scratch is None:
+                scratch = torch.empty(BLOCK, dtype=torch.float32)
+            for block in tensor.reshape(-1).split(BLOCK):
+                values = scratch[: block.numel()]
+                values.copy_(block)
+                # These norms are computed now, before the next block overwrites the scratch buffer.
+                parts.append(_rows_and_tail_norm(values))
             continue
-        if scratch is None:
-            scratch = torch.empty(BLOCK, dtype=torch.float32)
-        for block in flat.split(BLOCK):
-            values = scratch[: block.numel()]
-            values.copy_(block)
-            # The norms are computed now, before the next block overwrites the scratch buffer.
-            rows, tail = _split_rows(values)
-            if rows is not None:
-                parts.append(torch.linalg.vector_norm(rows, dim=1))
-            if tail is not None:
-                parts.append(torch.linalg.vector_norm(tail).reshape(1))
-    if tails:
-        parts.append(torch.stack(torch._foreach_norm(tails)))
+        count = tensor.numel()
+        if count <= ROW:
+            short.append(tensor)
+            continue
+        flat = tensor.reshape(-1)
+        full = count - count % ROW
+        parts.append(torch.linalg.vector_norm(flat[:full].view(-1, ROW), dim=1))
+        if full < count:
+            short.append(flat[full:])
+    if short:
+        parts.append(torch.stack(torch._foreach_norm(short)))
     # Every part is float32, or float64 for a float64 group.
     return torch.cat(parts).to(torch.float64)
 
 
-def _split_rows(flat: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Split a 1-d tensor into a (rows, ROW) view and the remaining tail; either may be None."""
-    rows = flat.numel() // ROW
-    row_part = flat[: rows * ROW].view(rows, ROW) if rows else None
-    tail = flat[rows * ROW :] if flat.numel() > rows * ROW else None
-    return row_part, tail
+def _rows_and_tail_norm(flat: torch.Tensor) -> torch.Tensor:
+    """Return the L2 norms of the full rows of a 1-d float32 tensor, followed by the norm of its tail."""
+    full = flat.numel() - flat.numel() % ROW
+    norms = [torch.linalg.vector_norm(flat[:full].view(-1, ROW), dim=1)] if full else []
+    if full < flat.numel():
+        norms.append(torch.linalg.vector_norm(flat[full:]).reshape(1))
+    return torch.cat(norms)
 
 
 def _block_norms(tensors: list[torch.Tensor], norm_type: float) -> torch.Tensor:

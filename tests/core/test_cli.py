@@ -306,3 +306,11 @@ def test_cli_loads_no_framework():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["cli"] is False
     assert report["loaded"] == []
+
+
+def test_plot_rejects_non_png_path(tmp_path):
+    path = tmp_path / "schedule.xyz"
+    result = run_cli("plot", WARMUP_COSINE, "--out", str(path))
+    assert result.returncode == 2
+    assert "--out must be a path ending in .png" in result.stderr
+    assert not path.exists()

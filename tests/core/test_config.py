@@ -132,3 +132,18 @@ def test_malformed_file_raises_value_error(suffix, text, tmp_path):
     path.write_text(text)
     with pytest.raises(ValueError):
         optstrat.load(path)
+
+
+def test_spec_repeated_argument_raises():
+    with pytest.raises(ValueError, match="cosine_decay got the argument 'init_value' twice"):
+        optstrat.from_spec("cosine_decay(init_value=1.0, decay_steps=10, init_value=2.0)")
+
+
+def test_spec_call_of_unknown_function_names_it():
+    with pytest.raises(ValueError, match="unknown kind '__import__'"):
+        optstrat.from_spec("cosine_decay(init_value=__import__('os'), decay_steps=10)")
+
+
+def test_missing_required_field_is_named():
+    with pytest.raises(ValueError, match="kind 'cosine_decay' is missing the required field 'decay_steps'"):
+        optstrat.from_spec("cosine_decay(init_value=1.0)")

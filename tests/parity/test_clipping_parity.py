@@ -62,7 +62,8 @@ def torch_params(grads, dtype):
 
 @given(
     grads=gradient_sets(),
-    max_norm=st.floats(0.0, 100.0),
+    # Thresholds far below float32's range make the float32 factor underflow differently in each library.
+    max_norm=st.just(0.0) | st.floats(1e-30, 100.0),
     norm_type=st.sampled_from([2.0, 1.0, math.inf, 3.0, 0.5]),
     dtype=st.sampled_from([torch.float32, torch.float64]),
 )
