@@ -12,12 +12,12 @@ GPT-2 small (148 tensors, 124,439,808 values) and torchvision's ResNet-50
 
 Before every timed call the gradients are restored from a pristine copy
 (untimed), and the implementations alternate within each repeat so that both
-see the same machine load. The table gives median times, the ratio optstrat /
-framework of those medians, and two memory-bandwidth floors measured in the
-same run with torch on flat float32 buffers of the same size: one read pass
-(``a.sum()``, the least a norm costs) and three passes
-(``torch.add(a, b, out=a)``: read, read, write in place, the least a clipped
-update costs).
+see the same machine load. The table gives median times and the ratio
+optstrat / framework of those medians. Beside them are two memory-bandwidth
+floors, measured in the same run with torch on flat float32 buffers of the
+same size. The read floor is one pass (``a.sum()``), the least a norm costs.
+The 3-pass floor is ``torch.add(a, b, out=a)`` (read, read, write in place),
+the least a clipped update costs.
 
 Usage::
 

@@ -88,7 +88,9 @@ def clip_by_global_norm(
     Unlike optax, zero gradients with ``max_norm=0`` stay zero (optax gives
     NaN), the norm is accumulated without overflow for large float32 and
     float16 values, and the pre-clip norm is kept in the state
-    (:func:`last_clip_info`).
+    (:func:`last_clip_info`). ``max_norm`` is a Python number fixed when
+    built, so ``optax.inject_hyperparams`` cannot inject it (the clipper
+    raises TypeError for an array).
 
     >>> import jax.numpy as jnp
     >>> from optstrat_optax import clip_by_global_norm
@@ -173,9 +175,9 @@ def _clip_by_global_norm_fast(clipper: ClipByGlobalNorm, leaves: list[Any]) -> t
     sum neither overflow nor underflow, and then the plain sum of squares
     below is the same computation. ``jax.lax.cond`` runs the core's
     measurement only when the sum is not finite or is too small to rule out
-    lost terms (each loses less than 2**-126, so a sum of at least
-    count * 2**-86 is off by less than 2**-40), and a second ``cond`` skips
-    the multiply when nothing is clipped. Neither waits for the host.
+    lost terms. Each lost term is below 2**-126, so a sum of at least
+    count * 2**-86 is off by less than 2**-40. A second ``cond`` skips the
+    multiply when nothing is clipped. Neither waits for the host.
     """
     count = sum(leaf.size for leaf in leaves)
     total = sum(jnp.sum(jnp.square(leaf.astype(jnp.float32))) for leaf in leaves)

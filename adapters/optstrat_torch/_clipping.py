@@ -45,6 +45,13 @@ def clip_grad_norm_(
     relative ``1e-6 / norm``. With non-finite gradients torch gives NaN and
     zeros; here the ``nonfinite`` policy applies.
 
+    Plain tensors on the CPU, CUDA or XPU take a ``torch._foreach_*`` fast
+    path that groups gradients by device and dtype, as torch does, and
+    matches the core up to float32 rounding. On the CPU it skips the multiply
+    when nothing is clipped. On an accelerator the scale stays a tensor, so
+    nothing waits for the device unless ``nonfinite="error"``. Tensor
+    subclasses such as DTensor take the portable core path.
+
     >>> import torch
     >>> weight = torch.nn.Parameter(torch.zeros(2))
     >>> weight.grad = torch.tensor([3.0, 4.0])
@@ -79,7 +86,8 @@ def clip_(parameters: Parameters, clipper: Clipper, state: Any = None) -> tuple[
     Collects each ``.grad`` that is not None, calls ``clipper.update(grads,
     state, params)`` and copies the clipped values back into the same
     ``.grad`` tensors (``grad.copy_``), so the optimizer uses them and no
-    tensor is replaced. Returns ``(state, info)``: the clipper's new state,
+    tensor is replaced. :class:`optstrat.ClipByGlobalNorm` on plain tensors
+    instead takes the in-place fast path described in :func:`clip_grad_norm_`. Returns ``(state, info)``: the clipper's new state,
     to pass to the next call, and its :class:`optstrat.ClipInfo` of 0-d
     tensors (norm before clipping, scale applied, whether all gradients were
     finite, whether any value changed). ``state=None`` starts from

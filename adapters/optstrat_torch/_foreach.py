@@ -1,7 +1,7 @@
 """A ``torch._foreach_*`` fast path for clipping plain tensors by their global norm.
 
 It computes what :class:`optstrat.clipping.ClipByGlobalNorm` computes, with
-the same scale formula (the core's helpers), and holds the norm to the core's
+the same scale formula (the core's helpers), and its norm equals the core's
 up to float32 rounding. The gradients are grouped by (device, dtype) as
 ``torch.nn.utils.clip_grad_norm_`` groups them.
 
@@ -40,10 +40,11 @@ from optstrat.clipping._base import as_threshold, factor_to_limit, raise_if_nonf
 __all__ = ["BLOCK", "ROW", "GlobalNormResult", "clip_by_global_norm_", "supports"]
 
 #: Elements per row whose L2 norm the CPU kernel computes in float32 before
-#: the rows are combined in float64. Over rows of 10**7 equal values torch
-#: 2.13's kernel drifts by up to 2e-6 with 4096 per row and 7e-7 with 1024,
-#: and the shorter the rows, the slower: 1024 costs about 8 % more than one
-#: reduction of the whole tensor (single thread, GPT-2-sized gradients).
+#: the rows are combined in float64. On 10**7 equal values torch 2.13's
+#: kernel drifts by up to 2e-6 with rows of 4096 and 7e-7 with rows of 1024.
+#: Shorter rows cost more: with 1024, the norm of GPT-2-sized gradients takes
+#: about 8 % longer than whole-tensor reductions (one thread, a loaded 2-core
+#: AMD EPYC VM, so an estimate).
 ROW = 1024
 
 #: Elements converted to float32 (or raised to the power p) at a time in a
@@ -100,9 +101,9 @@ def clip_by_global_norm_(
     kernels cannot be trusted with (see the module docstring). With
     ``with_info=False`` the result's ``info`` is None, which saves the second
     pass that the L2 norm of ``ClipInfo.norm`` needs when
-    ``clipper.norm_type`` is not 2. ``sync_free`` picks the mode; by default
-    it is the accelerator mode when any gradient is off the CPU, and tests
-    pass True to run that mode on the CPU.
+    ``clipper.norm_type`` is not 2. ``sync_free`` picks the mode. By default
+    it is the accelerator mode when any gradient is off the CPU. Tests pass
+    True to run that mode on the CPU.
     """
     groups = _group_by_device_and_dtype(grads)
     if sync_free is None:

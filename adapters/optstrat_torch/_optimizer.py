@@ -26,7 +26,7 @@ class ClippedOptimizer:
     1. calls ``closure`` once, with gradients enabled, if one is given (it
        computes the loss and calls ``backward``, as for any torch optimizer);
     2. with an enabled ``grad_scaler``, calls ``grad_scaler.unscale_(optimizer)``,
-       so the clipper sees true gradients;
+       so the clipper measures the true gradients;
     3. clips the gradients of every parameter group with ``clipper`` through
        :func:`optstrat_torch.clip_`, keeping a stateful clipper's state here;
     4. skips the update when the gradients are not finite and the clipper's
@@ -221,9 +221,9 @@ class ClippedOptimizer:
         scaler_state = state_dict["grad_scaler"]
         if (scaler_state is None) != (self.grad_scaler is None):
             saved = "no grad_scaler" if scaler_state is None else "a grad_scaler"
-            given = "none" if self.grad_scaler is None else "one"
+            current = "none" if self.grad_scaler is None else "one"
             raise ValueError(
-                f"the saved state has {saved} but this wrapper has {given}; "
+                f"the saved state has {saved} but this wrapper has {current}; "
                 "pass the same kind of grad_scaler argument to resume"
             )
         applied_steps = check_int("state_dict['applied_steps']", state_dict["applied_steps"], low=0)

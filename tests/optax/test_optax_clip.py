@@ -208,6 +208,12 @@ def test_clip_by_global_norm_checks_nonfinite():
         clip_by_global_norm(1.0, nonfinite="ignore")
 
 
+def test_max_norm_cannot_be_injected():
+    optimizer = optax.inject_hyperparams(clip_by_global_norm)(max_norm=1.0)
+    with pytest.raises(TypeError, match="max_norm must be a real number, got Array"):
+        optimizer.init(jnp.zeros(2))
+
+
 def test_last_clip_info_without_clip_state():
     state = optax.adam(1e-3).init(jnp.zeros(2))
     with pytest.raises(ValueError, match="opt_state contains no optstrat clipping state"):

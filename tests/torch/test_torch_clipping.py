@@ -402,8 +402,8 @@ def test_clip_matches_core_update(clipper):
         assert_states_equal(state, reference_state)
         if type(clipper) is ops.ClipByGlobalNorm:
             # The torch._foreach_* fast path sums in another order, so its norm, and with it
-            # the scale, may differ from the core's by float32 rounding (test_torch_foreach.py
-            # holds it equal to the core given the same norm).
+            # the scale, may differ from the core's by float32 rounding. test_torch_foreach.py
+            # checks that it equals the core given the same norm.
             for param, value in zip(params, expected):
                 torch.testing.assert_close(param.grad, value, rtol=1e-6, atol=0.0)
             torch.testing.assert_close(info.norm, expected_info.norm, rtol=1e-6, atol=0.0)

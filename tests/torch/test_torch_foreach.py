@@ -22,9 +22,9 @@ DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 # Largest power of two drawn as a magnitude per dtype, far enough from overflow that
 # every value and the norm stay finite.
 MAX_EXPONENT = {torch.float16: 10, torch.bfloat16: 40, torch.float32: 40, torch.float64: 40}
-# The fast path adds float32 row norms in float64 and rounds once, the core adds exact
-# squares in float64; both round to float32 at the end, so they agree to a few units in
-# the last place (2**-23 is one unit at 1.0).
+# The fast path adds float32 row norms in float64, and the core adds exact squares in
+# float64. Both round to float32 at the end, so they agree to a few units in the last
+# place (2**-23 is one unit at 1.0).
 NORM_RTOL = 8 * 2.0**-23
 # Both modes: "cpu" trusts float32 row norms and may fall back to the core, "sync-free" is
 # what accelerators run, here on CPU tensors.
