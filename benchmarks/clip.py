@@ -261,13 +261,14 @@ def cases(norm: float) -> list[tuple[str, float]]:
     return [("clipping", norm / 2), ("no clipping", norm * 2)]
 
 
-def machine_facts(single_thread: bool) -> dict[str, object]:
+def machine_facts(single_thread: bool, load_average_start: tuple[float, float, float]) -> dict[str, object]:
     facts: dict[str, object] = {
         "python": platform.python_version(),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "single_thread": single_thread,
-        "load_average_start": os.getloadavg(),
+        "load_average_start": load_average_start,
+        "load_average_end": os.getloadavg(),
     }
     try:
         import torch
@@ -296,6 +297,10 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _rounded(values) -> tuple[float, ...]:
+    return tuple(round(value, 2) for value in values)
 
 
 def format_table(rows: list[dict[str, object]]) -> str:
@@ -333,6 +338,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Other processes on the machine change every timing, so the load is reported.
+    load_average_start = os.getloadavg()
     if args.single_thread:
         # XLA reads its flags when jax is first imported, so they are set before any import.
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
@@ -376,13 +383,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
         del grads
 
-    facts = machine_facts(args.single_thread)
-    facts["load_average_end"] = os.getloadavg()
+    facts = machine_facts(args.single_thread, load_average_start)
     facts["repeats"] = args.repeats
     facts["quick"] = args.quick
     print()
     print(f"CPU: {facts['cpu']}, {facts['cores']} cores; torch {facts.get('torch')}, jax {facts.get('jax')}, optax {facts.get('optax')}")
-    print(f"repeats: {args.repeats}, single thread: {args.single_thread}, load average at the end: {facts['load_average_end']}")
+    print(
+        f"repeats: {args.repeats}, single thread: {args.single_thread}, "
+        f"load average (1, 5, 15 min) at the start: {_rounded(load_average_start)}, at the end: {_rounded(facts['load_average_end'])}"
+    )
     print("framework: torch.nn.utils.clip_grad_norm_(foreach=True) for torch, optax.clip_by_global_norm for jax")
     print(format_table(rows))
     if args.json:

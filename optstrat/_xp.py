@@ -2,8 +2,8 @@
 
 The core never imports a deep-learning framework. It infers the namespace of an
 input array with ``array_api_compat`` and calls only a small set of functions on
-it, so an adapter can pass a namespace of its own (the Keras adapter wraps
-``keras.ops`` this way). The functions the core uses are:
+it, so an adapter can pass a namespace of its own (the Keras adapter builds one
+from TensorFlow operations for the TensorFlow backend). The functions the core uses are:
 
 ``asarray, astype, where, maximum, minimum, floor, ceil, cos, sin, sqrt, exp,
 log, log1p, abs, sign, isfinite, isnan, isinf, sum, max, min, sort, arange,
@@ -38,7 +38,7 @@ def is_scalar(value: Any) -> bool:
 
 
 def is_array(value: Any) -> bool:
-    """Tell whether ``value`` is an array of a namespace that array-api-compat knows."""
+    """Tell whether ``value`` is an array of a namespace that array-api-compat supports."""
     return array_api_compat.is_array_api_obj(value) and not is_scalar(value)
 
 

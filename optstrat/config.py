@@ -1,6 +1,6 @@
 """Registry of kinds, config dicts, spec strings and config files.
 
-Every schedule, clipper and policy registers its ``kind`` name here. A config is
+Every schedule and clipper registers its ``kind`` name here. A config is
 a plain dict of JSON types, ``{"kind": "cosine_decay", "init_value": 0.1, ...}``,
 with nested schedules as nested dicts. A spec string is the same written as a
 call, ``cosine_decay(init_value=0.1, decay_steps=1000)``; it is parsed as
@@ -76,7 +76,7 @@ def to_config(obj: Any) -> dict[str, Any]:
 
 
 def from_config(config: Mapping[str, Any]) -> Any:
-    """Build a schedule, clipper or policy from its config dict.
+    """Build a schedule or clipper from its config dict.
 
     Omitted fields take their defaults. An unknown kind or field raises
     ValueError listing the valid names and the closest match.
@@ -139,7 +139,7 @@ def _unknown_field_message(kind: str, key: str, names: list[str]) -> str:
 
 
 def from_spec(spec: str) -> Any:
-    """Build a schedule, clipper or policy from a spec string such as ``constant(value=0.1)``.
+    """Build a schedule or clipper from a spec string such as ``constant(value=0.1)``.
 
     The string must be one call of a registered kind with keyword arguments
     whose values are literals (numbers, strings, True, False, None, lists) or
@@ -155,7 +155,7 @@ def from_spec(spec: str) -> Any:
 
 
 def to_spec(obj: Any) -> str:
-    """Return the spec string of a schedule, clipper or policy; ``from_spec`` rebuilds it."""
+    """Return the spec string of a schedule or clipper; ``from_spec`` rebuilds it."""
     return _config_to_spec(obj.to_config())
 
 
@@ -211,7 +211,7 @@ def _spec_value(node: ast.AST, spec: str) -> Any:
 
 
 def load(path: str | os.PathLike[str]) -> Any:
-    """Build a schedule, clipper or policy from a JSON, YAML or TOML file, chosen by its suffix."""
+    """Build a schedule or clipper from a JSON, YAML or TOML file, chosen by its suffix."""
     text = os.fspath(path)
     suffix = os.path.splitext(text)[1].lower()
     with open(text, "rb") as file:
