@@ -65,9 +65,9 @@ class ClippedOptimizer:
     ``nonfinite="propagate"`` and no scaler nothing is read.
 
     :attr:`last_clip_info` is the :class:`optstrat.ClipInfo` of the latest
-    ``step()`` (0-d tensors: the pre-clip L2 norm, the scale, finiteness and
-    whether anything was clipped), for logging; it is None before the first
-    step and after :meth:`load_state_dict`. ``param_groups``, ``state``,
+    ``step()``, for logging. Its fields are 0-d tensors: the pre-clip L2 norm,
+    the scale, finiteness and whether anything was clipped. It is None before
+    the first step and after :meth:`load_state_dict`. ``param_groups``, ``state``,
     ``defaults``, ``zero_grad`` and ``add_param_group`` pass through to the
     optimizer. The wrapper is not a ``torch.optim.Optimizer`` subclass: build
     schedulers on ``optimizer`` itself.
