@@ -402,8 +402,9 @@ class Cyclic(Schedule):
     Constraints: ``step_size_up >= 0``, ``step_size_down >= 0`` and their sum
     at least 1; ``0 < gamma <= 1`` (used by ``"exp_range"`` only). With
     ``step_size_up=0`` every cycle starts at ``max_value`` (torch divides by
-    zero there); with ``step_size_down=0`` the value climbs and drops back to
-    ``base_value`` in one step.
+    zero there). With ``step_size_down=0`` the value climbs for
+    ``step_size_up`` steps and restarts at ``base_value`` without reaching
+    ``max_value``, as torch does.
 
     Reproduces ``torch.optim.lr_scheduler.CyclicLR(base_lr=base_value,
     max_lr=max_value, step_size_up, step_size_down, mode, gamma)``, which
