@@ -2,7 +2,7 @@
 
 The core imports no deep-learning framework. Schedules are immutable, pure
 functions of the step that evaluate on Python ints and on arrays of any
-array-API namespace; clippers follow one ``init`` / ``update`` protocol.
+array-API namespace. Clippers follow one ``init`` / ``update`` protocol.
 Adapters bind both to PyTorch (``optstrat_torch``), Optax (``optstrat_optax``)
 and Keras 3 (``optstrat_keras``).
 """

@@ -39,7 +39,8 @@ def check_number(
 ) -> float | None:
     """Return ``value`` as a finite Python float, or raise naming ``name``.
 
-    ``low`` and ``high`` bound the value, inclusive unless told otherwise. An
+    ``low`` and ``high`` bound the value, inclusive unless ``low_inclusive`` or
+    ``high_inclusive`` is False. An
     integer becomes a float, so a schedule built with ``1`` computes like one
     built with ``1.0``.
     """

@@ -2,8 +2,9 @@
 
 The core never imports a deep-learning framework. It infers the namespace of an
 input array with ``array_api_compat`` and calls only a small set of functions on
-it, so an adapter can pass a namespace of its own (the Keras adapter builds one
-from TensorFlow operations for the TensorFlow backend). The functions the core uses are:
+it, so an adapter can pass a namespace of its own. The Keras adapter builds one
+from TensorFlow operations for the TensorFlow backend. The functions the core
+uses are:
 
 ``asarray, astype, where, maximum, minimum, floor, ceil, cos, sin, sqrt, exp,
 log, log1p, abs, sign, isfinite, isnan, isinf, sum, max, min, sort, arange,

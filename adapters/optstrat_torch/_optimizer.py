@@ -72,7 +72,7 @@ class ClippedOptimizer:
     optimizer. The wrapper is not a ``torch.optim.Optimizer`` subclass: build
     schedulers on ``optimizer`` itself.
 
-    ``state_dict()`` holds the optimizer's state dict, the clipper's config
+    ``state_dict()`` contains the optimizer's state dict, the clipper's config
     and state, each scheduler's state dict, the scaler's state dict and the
     step counters, as plain types and tensors, so it loads with
     ``torch.load(..., weights_only=True)``; ``load_state_dict()`` resumes

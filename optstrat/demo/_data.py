@@ -1,4 +1,4 @@
-"""What every framework of the demo shares: data, initial weights, batch order and the run record.
+"""Data, initial weights, batch order and the run record that every framework of the demo shares.
 
 Everything here is NumPy, so each framework starts from the same numbers and
 trains on the same batches in the same order.

@@ -104,11 +104,12 @@ class Schedule:
     ``__post_init__`` and implement :meth:`_evaluate` on a :class:`StepArray`;
     this class handles scalars, arrays and negative steps.
 
-    ``schedule(step)`` takes a Python or NumPy integer (returns a Python float
-    computed in float64; a negative step raises ValueError) or an array of any
-    array-API namespace (returns an array of that namespace on the same
-    device, with the step's shape; negative entries count as 0). A namespace
-    can be passed as ``xp`` for arrays that array-api-compat does not know.
+    ``schedule(step)`` on a Python or NumPy integer returns a Python float
+    computed in float64, and a negative step raises ValueError. On an array of
+    any array-API namespace it returns an array of that namespace on the same
+    device, with the step's shape, and negative entries count as 0. A
+    namespace can be passed as ``xp`` for arrays that array-api-compat does
+    not support.
     """
 
     kind: ClassVar[str]

@@ -54,7 +54,7 @@ class Warmup(Schedule):
     The warmup ends exactly at ``schedule(0)``, so the join is continuous.
     ``warmup_steps=0`` gives ``schedule`` itself. With ``init_value=0`` the
     first update has a learning rate of 0, as in optax's ``warmup_*``
-    schedules and Hugging Face's; pass a small ``init_value`` to avoid that.
+    schedules and Hugging Face's. Pass a small ``init_value`` to avoid that.
 
     Reproduces ``optax.join_schedules([optax.linear_schedule(init_value,
     schedule(0), warmup_steps), schedule], [warmup_steps])``, and torch's

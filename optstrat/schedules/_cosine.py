@@ -80,7 +80,7 @@ class CosineDecay(Schedule):
     initial_learning_rate, decay_steps, alpha=end_value / init_value)``; and
     ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=decay_steps,
     eta_min=end_value)`` for t <= T_max (torch rises again after T_max, this
-    schedule holds ``end_value``).
+    schedule stays at ``end_value``).
 
     >>> CosineDecay(init_value=1.0, decay_steps=4, end_value=0.1)(2)
     0.55

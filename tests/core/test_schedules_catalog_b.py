@@ -662,7 +662,8 @@ CONFIGS = [
 def test_config_round_trip(schedule):
     config = schedule.to_config()
     assert config["kind"] == schedule.kind
-    assert "_cycles" not in config and "_phases" not in config
+    assert "_cycles" not in config
+    assert "_phases" not in config
     rebuilt = ops.from_config(config)
     assert rebuilt == schedule
     assert hash(rebuilt) == hash(schedule)
