@@ -17,7 +17,11 @@ optstrat / framework of those medians. Beside them are two memory-bandwidth
 floors, measured in the same run with torch on flat float32 buffers of the
 same size. The read floor is one pass (``a.sum()``), the least a norm costs.
 The 3-pass floor is ``torch.add(a, b, out=a)`` (read, read, write in place),
-the least a clipped update costs.
+the least a clipped update costs. The "norm only" column times the
+framework's own norm of the same gradients without any clipping (torch's
+``_foreach_norm`` that ``clip_grad_norm_`` takes, and a jitted sum of squares
+for JAX), in the same loop: no implementation that reads every gradient can
+skip the multiply faster than that.
 
 Usage::
 
@@ -135,7 +139,7 @@ def time_torch(grads: list[np.ndarray], norm: float, repeats: int) -> dict[str, 
 
     times: dict[str, dict[str, list[float]]] = {}
     for case, max_norm in cases(norm):
-        times[case] = {name: [] for name in functions}
+        times[case] = {name: [] for name in (*functions, "norm only")}
         for name in functions:
             torch._foreach_copy_([param.grad for param in params[name]], pristine)
         current = norm
@@ -147,6 +151,10 @@ def time_torch(grads: list[np.ndarray], norm: float, repeats: int) -> dict[str, 
                 start = time.perf_counter()
                 clip(params[name], max_norm)
                 times[case][name].append(time.perf_counter() - start)
+            # The norm that torch.nn.utils.clip_grad_norm_ takes, without the clipping.
+            start = time.perf_counter()
+            torch.linalg.vector_norm(torch.stack(torch._foreach_norm(pristine)))
+            times[case]["norm only"].append(time.perf_counter() - start)
     return times
 
 
@@ -202,6 +210,9 @@ def time_jax(grads: list[np.ndarray], norm: float, repeats: int) -> dict[str, di
     import optstrat_optax
 
     pristine = [jnp.asarray(grad) for grad in grads]
+    # The sum of squares that optax.clip_by_global_norm takes for its norm, without the clipping.
+    sum_of_squares = jax.jit(lambda arrays: sum(jnp.sum(jnp.square(array)) for array in arrays))
+    jax.block_until_ready(sum_of_squares(pristine))
     times: dict[str, dict[str, list[float]]] = {}
     for case, max_norm in cases(norm):
         transforms = {
@@ -215,7 +226,7 @@ def time_jax(grads: list[np.ndarray], norm: float, repeats: int) -> dict[str, di
             clipped = jax.block_until_ready(update(fresh_copy(pristine), state))
             check_jax(name, clipped, norm, max_norm)
             compiled[name] = (update, state)
-        times[case] = {name: [] for name in compiled}
+        times[case] = {name: [] for name in (*compiled, "norm only")}
         # Without clipping the output equals the donated input and is passed on; with
         # clipping each call gets a fresh copy of the original gradients (untimed).
         inputs = {name: fresh_copy(pristine) for name in compiled}
@@ -226,6 +237,9 @@ def time_jax(grads: list[np.ndarray], norm: float, repeats: int) -> dict[str, di
                 start = time.perf_counter()
                 inputs[name] = jax.block_until_ready(update(inputs[name], state))
                 times[case][name].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            jax.block_until_ready(sum_of_squares(pristine))
+            times[case]["norm only"].append(time.perf_counter() - start)
     return times
 
 
@@ -304,7 +318,7 @@ def _rounded(values) -> tuple[float, ...]:
 
 
 def format_table(rows: list[dict[str, object]]) -> str:
-    header = ["model", "framework", "case", "optstrat ms", "framework ms", "ratio", "read floor ms", "3-pass floor ms"]
+    header = ["model", "framework", "case", "optstrat ms", "framework ms", "ratio", "norm only ms", "read floor ms", "3-pass floor ms"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [
@@ -314,6 +328,7 @@ def format_table(rows: list[dict[str, object]]) -> str:
             f"{row['optstrat_ms']:.1f}",
             f"{row['framework_ms']:.1f}",
             f"{row['ratio']:.2f}",
+            f"{row['norm_only_ms']:.1f}",
             f"{row['read_floor_ms']:.1f}",
             f"{row['three_pass_floor_ms']:.1f}",
         ]
@@ -375,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                         "optstrat_ms": optstrat_ms,
                         "framework_ms": framework_ms,
                         "ratio": optstrat_ms / framework_ms,
+                        "norm_only_ms": median_ms(times["norm only"]),
                         "read_floor_ms": median_ms(floors["read"]),
                         "three_pass_floor_ms": median_ms(floors["read+read+write"]),
                         "optstrat_min_ms": min(times["optstrat"]) * 1e3,

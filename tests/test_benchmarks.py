@@ -24,7 +24,7 @@ def test_clip_benchmark_quick_prints_table(tmp_path):
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert "| model | framework | case | optstrat ms | framework ms | ratio | read floor ms | 3-pass floor ms |" in lines
+    assert "| model | framework | case | optstrat ms | framework ms | ratio | norm only ms | read floor ms | 3-pass floor ms |" in lines
     rows = [line for line in lines if line.startswith("| gpt2-small |") or line.startswith("| resnet50 |")]
     assert len(rows) == 2 * 2 * len(FRAMEWORKS)
     for framework in FRAMEWORKS:
@@ -33,7 +33,7 @@ def test_clip_benchmark_quick_prints_table(tmp_path):
     report = json.loads(output_path.read_text(encoding="utf-8"))
     assert report["facts"]["quick"] is True
     assert len(report["results"]) == len(rows)
-    assert all(result["ratio"] > 0 for result in report["results"])
+    assert all(result["ratio"] > 0 and result["norm_only_ms"] > 0 for result in report["results"])
 
 
 def test_model_shapes_add_up():
