@@ -341,7 +341,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"time at most {QUICK_TENSORS} tensors and {QUICK_VALUES:,} values per model, 3 repeats")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per implementation and case (default 15, 3 with --quick)")
     parser.add_argument("--json", metavar="PATH", help="also write the facts and results as JSON to PATH")
-    parser.add_argument("--single-thread", action="store_true", help="run torch and XLA on one thread each")
+    parser.add_argument("--single-thread", action="store_true", help="pin the process to one CPU and run torch on one thread")
     parser.add_argument("--frameworks", nargs="+", choices=("torch", "jax"), default=["torch", "jax"], help="frameworks to time")
     args = parser.parse_args(argv)
     if args.repeats is None:
@@ -356,8 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     # Other processes on the machine change every timing, so the load is reported.
     load_average_start = os.getloadavg()
     if args.single_thread:
-        # XLA reads its flags when jax is first imported, so they are set before any import.
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+        # XLA:CPU runs reductions and loops on a thread pool sized from the CPUs the process
+        # may use, and its flags do not shrink that pool, so the process is pinned to one CPU
+        # before jax or torch is imported.
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
         import torch
 
         torch.set_num_threads(1)
