@@ -356,9 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     # Other processes on the machine change every timing, so the load is reported.
     load_average_start = os.getloadavg()
     if args.single_thread:
-        # XLA:CPU runs reductions and loops on a thread pool sized from the CPUs the process
-        # may use, and its flags do not shrink that pool, so the process is pinned to one CPU
-        # before jax or torch is imported.
+        # With only XLA's flags set, JAX still used both cores of a 2-core machine, so the
+        # process is pinned to one CPU before jax or torch is imported.
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()

@@ -45,9 +45,10 @@ __all__ = ["BLOCK", "ROW", "GlobalNormResult", "clip_by_global_norm_", "supports
 #: Elements per row whose L2 norm the CPU kernel computes in float32 before
 #: the rows are combined in float64. On 10**7 equal values torch 2.13's
 #: kernel drifts by up to 2e-6 with rows of 4096 and 7e-7 with rows of 1024.
-#: Shorter rows cost more: with 1024, the norm of GPT-2-sized gradients takes
-#: about 8 % longer than whole-tensor reductions (one thread, a loaded 2-core
-#: AMD EPYC VM, so an estimate).
+#: Shorter rows cost more: on one thread, the row norms of GPT-2- and
+#: ResNet-50-sized gradients took 3 to 11 % longer than whole-tensor
+#: reductions. With two threads the rows were faster: torch's whole-tensor
+#: norms took no less time with two threads than with one (benchmarks/RESULTS.md).
 ROW = 1024
 
 #: Elements converted to float32 (or raised to the power p) at a time in a
@@ -190,13 +191,13 @@ def _l2_row_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     """Return float64 L2 norms of rows of ``tensors``; their L2 norm is the norm of all of them.
 
     The row norms are written into one preallocated buffer, which saves an
-    allocation per tensor and the concatenation: with ResNet-50's 161
-    gradients that bookkeeping cost as much as a tenth of the reduction.
+    allocation per tensor and a concatenation (a few percent of the time for
+    ResNet-50's 161 gradients on one thread, an estimate from noisy runs).
     """
     parts: list[torch.Tensor] = []
     # Tensors of at most ROW elements, and the tails of longer ones, go to one _foreach_norm call.
     short: list[torch.Tensor] = []
-    long: list[torch.Tensor] = []
+    long_tensors: list[torch.Tensor] = []
     rows = 0
     scratch = None
     for tensor in tensors:
@@ -211,13 +212,13 @@ def _l2_row_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
         elif tensor.numel() <= ROW:
             short.append(tensor)
         else:
-            long.append(tensor)
+            long_tensors.append(tensor)
             rows += tensor.numel() // ROW
-    if long:
-        dtype = long[0].dtype
+    if long_tensors:
+        dtype = long_tensors[0].dtype
         norms = torch.empty(rows, dtype=dtype)
         start = 0
-        for tensor in long:
+        for tensor in long_tensors:
             count = tensor.numel()
             full = count // ROW
             flat = tensor.view(-1) if tensor.is_contiguous() else tensor.reshape(-1)
