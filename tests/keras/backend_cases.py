@@ -760,6 +760,27 @@ def test_exponential_decay_parity(init_value, decay_steps, decay_rate, staircase
 @parity_settings
 @given(
     init_value=st.floats(min_value=1e-4, max_value=10.0),
+    decay_steps=st.integers(min_value=1, max_value=5_000),
+    decay_rate=st.floats(min_value=0.05, max_value=0.999),
+    steps=step_lists,
+)
+def test_step_decay_matches_staircase_exponential(init_value, decay_steps, decay_rate, steps):
+    ours = ops.StepDecay(init_value=init_value, decay_rate=decay_rate, decay_steps=decay_steps)
+    theirs = keras.optimizers.schedules.ExponentialDecay(init_value, decay_steps, decay_rate, staircase=True)
+
+    expected = keras_values(theirs, steps)
+    actual = ours_values(ours, steps)
+
+    # The same float32 rounding in Keras as for exponential_decay with staircase=True above.
+    exponent = np.floor(np.asarray(steps) / decay_steps)
+    rtol = 1e-6 + 2.0**-24 * (exponent + 4 * np.abs(exponent * math.log(decay_rate)))
+    assert np.all(np.abs(actual - expected) <= rtol * np.abs(expected) + 1e-37)
+
+
+@only_jax
+@parity_settings
+@given(
+    init_value=st.floats(min_value=1e-4, max_value=10.0),
     end_fraction=st.floats(min_value=0.0, max_value=1.0),
     decay_steps=st.integers(min_value=1, max_value=10_000),
     steps=step_lists,
