@@ -771,7 +771,7 @@ def test_step_decay_matches_staircase_exponential(init_value, decay_steps, decay
     expected = keras_values(theirs, steps)
     actual = ours_values(ours, steps)
 
-    # The same float32 rounding in Keras as for exponential_decay with staircase=True above.
+    # Keras rounds in float32 here as in the staircase case of test_exponential_decay_parity.
     exponent = np.floor(np.asarray(steps) / decay_steps)
     rtol = 1e-6 + 2.0**-24 * (exponent + 4 * np.abs(exponent * math.log(decay_rate)))
     assert np.all(np.abs(actual - expected) <= rtol * np.abs(expected) + 1e-37)
