@@ -16,6 +16,7 @@ int64, float16, float32, float64`` and Python operators on arrays.
 from __future__ import annotations
 
 import numbers
+import sys
 from typing import Any
 
 import array_api_compat
@@ -40,17 +41,36 @@ def is_scalar(value: Any) -> bool:
 
 def is_array(value: Any) -> bool:
     """Tell whether ``value`` is an array of a namespace that array-api-compat supports."""
+    if _is_torch_tensor(value):
+        return True
     return array_api_compat.is_array_api_obj(value) and not is_scalar(value)
 
 
 def array_namespace(*arrays: Any) -> Any:
     """Return the array-API namespace of ``arrays``; raise TypeError when they mix namespaces."""
+    if arrays and all(_is_torch_tensor(array) for array in arrays):
+        import array_api_compat.torch as torch_namespace
+
+        return torch_namespace
     return array_api_compat.array_namespace(*arrays)
 
 
 def device_of(array: Any) -> Any:
     """Return the device of ``array`` as its namespace names it."""
+    if _is_torch_tensor(array):
+        return array.device
     return array_api_compat.device(array)
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    """Tell whether ``value`` is a torch.Tensor, without importing torch.
+
+    array-api-compat caches its type checks with ``functools.lru_cache``, and
+    ``torch.compile`` warns about every such call it traces, so torch tensors
+    take this check instead. It gives the same namespace and device.
+    """
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def default_float_dtype(xp: Any, like: Any = None) -> Any:

@@ -33,10 +33,6 @@ RTOL = 1e-6
 # relative precision in float32, so an absolute term is allowed. The examples' levels are a few units.
 ATOL = 1e-6
 
-# array-api-compat caches its type checks with functools.lru_cache. Dynamo traces
-# through the cache wrapper and warns once per call site, but the cached functions
-# only inspect types, so the traced result is the same.
-DYNAMO_LRU_CACHE_WARNING = "ignore:Dynamo detected a call to a `functools.lru_cache`:UserWarning"
 
 
 def python_values(schedule, steps):
@@ -140,7 +136,6 @@ def fresh_dynamo():
     torch.compiler.reset()
 
 
-@pytest.mark.filterwarnings(DYNAMO_LRU_CACHE_WARNING)
 def test_torch_compile_every_kind(fresh_dynamo):
     # One compiled function for the first example of every kind: Dynamo's tracing
     # costs seconds per kind, and one graph keeps the whole catalog in one compilation.
@@ -162,7 +157,6 @@ def test_torch_compile_every_kind(fresh_dynamo):
         )
 
 
-@pytest.mark.filterwarnings(DYNAMO_LRU_CACHE_WARNING)
 @pytest.mark.parametrize(
     "schedule",
     [
