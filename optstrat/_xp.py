@@ -28,6 +28,7 @@ __all__ = [
     "device_of",
     "is_array",
     "is_scalar",
+    "scalar",
     "supports_float64",
 ]
 
@@ -53,6 +54,18 @@ def array_namespace(*arrays: Any) -> Any:
 
         return torch_namespace
     return array_api_compat.array_namespace(*arrays)
+
+
+def scalar(xp: Any, value: float, dtype: Any, device: Any) -> Any:
+    """Return a Python number as a 0-d array of ``dtype`` on ``device``.
+
+    JAX gets no device: an array created without one is uncommitted and goes
+    to the device of the committed arrays it meets. Placing a constant on a
+    device took about 0.5 ms per call in eager JAX on the CPU.
+    """
+    if array_api_compat.is_jax_namespace(xp):
+        return xp.asarray(value, dtype=dtype)
+    return xp.asarray(value, dtype=dtype, device=device)
 
 
 def device_of(array: Any) -> Any:

@@ -41,7 +41,7 @@ class StepArray:
     def as_float(self, value: Any) -> Any:
         """Convert an array or a Python number into the schedule's floating dtype."""
         if isinstance(value, (int, float)):
-            return self.xp.asarray(value, dtype=self.dtype, device=self.device)
+            return _xp.scalar(self.xp, value, self.dtype, self.device)
         return self.xp.astype(value, self.dtype)
 
     def constant(self, value: float) -> Any:
@@ -62,7 +62,7 @@ class StepArray:
         if self.is_integer:
             info = _iinfo(self.xp, self.count.dtype)
             value = min(max(value, info[0]), info[1])
-        return self.xp.asarray(value, dtype=self.count.dtype, device=self.device)
+        return _xp.scalar(self.xp, value, self.count.dtype, self.device)
 
     def ge(self, boundary: int) -> Any:
         """Return ``count >= boundary`` elementwise, correct even when ``boundary`` exceeds the dtype."""

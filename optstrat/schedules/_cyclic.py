@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import array_api_compat
 
+from optstrat import _xp
 from optstrat._validate import check_bool, check_choice, check_int, check_number
 from optstrat.config import register
 from optstrat.schedules._base import Schedule, StepArray
@@ -196,7 +197,7 @@ class CosineRestarts(Schedule):
         scaled = self.value_mult != 1.0
 
         def in_count_dtype(value: int) -> Any:
-            return xp.asarray(value, dtype=count.dtype, device=step.device)
+            return _xp.scalar(xp, value, count.dtype, step.device)
 
         first, near, extra = reached[0]
         ends = in_count_dtype(near)
