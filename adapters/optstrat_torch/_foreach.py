@@ -13,10 +13,11 @@ Measuring the norm has two modes:
   rows of ``ROW`` elements, and other p-norms sum |g|**p block by block with
   torch's pairwise summation; the partial results are combined in float64.
   float16 and bfloat16 values are converted to float32 a block at a time.
-  The ``dtype=`` argument of torch's norms is no help on the CPU: it
-  converts whole tensors, which made a float16 norm 3 times and a float32
-  norm in float64 20 times slower in a single-thread test. The
-  float32 kernels overflow when |g|**p exceeds the float32 range and lose
+  The ``dtype=`` argument of torch's norms converts whole tensors, which
+  made a float16 norm 3 times and a float32 norm in float64 20 times slower
+  in a single-thread test, so only float32 tensors of at most ``SHORT``
+  elements take it: for them, one call costs less than a row reduction
+  each. The float32 kernels overflow when |g|**p exceeds the float32 range and lose
   terms that underflow, so a total that is not finite, or too small to rule
   out lost terms, is untrusted and the caller falls back to the core. Reading
   values on the CPU costs no device synchronization, so the multiply is
@@ -34,13 +35,14 @@ import math
 from collections import defaultdict
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from optstrat import _xp
 from optstrat.clipping import ClipByGlobalNorm, ClipInfo
 from optstrat.clipping._base import as_threshold, factor_to_limit, raise_if_nonfinite
 
-__all__ = ["BLOCK", "ROW", "GlobalNormResult", "clip_by_global_norm_", "supports"]
+__all__ = ["BLOCK", "ROW", "SHORT", "GlobalNormResult", "clip_by_global_norm_", "supports"]
 
 #: Elements per row whose L2 norm the CPU kernel computes in float32 before
 #: the rows are combined in float64. On 10**7 equal values torch 2.13's
@@ -50,6 +52,12 @@ __all__ = ["BLOCK", "ROW", "GlobalNormResult", "clip_by_global_norm_", "supports
 #: reductions. With two threads the rows were faster: torch's whole-tensor
 #: norms took no less time with two threads than with one (benchmarks/RESULTS.md).
 ROW = 1024
+
+#: Float32 tensors of at most this many elements are converted to float64 by one
+#: ``torch._foreach_norm`` call instead of being reduced in rows. On one thread of
+#: a 2-core AMD EPYC VM the conversion cost about 1.1 ns per element (4.5 us here)
+#: and a row reduction about 6 us per 4096-element tensor, plus its Python calls.
+SHORT = 4 * ROW
 
 #: Elements converted to float32 (or raised to the power p) at a time in a
 #: scratch buffer on the CPU: 1 MiB of float32, so the buffer stays in cache.
@@ -122,15 +130,37 @@ def clip_by_global_norm_(
     l2_norm = None
     if with_info:
         l2_norm = norm if clipper.norm_type == 2.0 else _total_norm(groups, 2.0, first_device, sync_free)
-    measured = [total for total in (norm, l2_norm) if total is not None]
     if sync_free:
-        # NOTE: in this mode a p-norm with a large p can overflow float64 for values near the
-        # float32 maximum; such a step counts as non-finite.
-        finite = torch.stack([torch.isfinite(total) for total in measured]).all()
-    elif _trusted(norm, clipper.norm_type, count) and (l2_norm is None or _trusted(l2_norm, 2.0, count)):
-        finite = torch.ones((), dtype=torch.bool)
-    else:
+        return _finish_sync_free(groups, clipper, norm, l2_norm, result_dtype)
+    if not (_trusted(norm, clipper.norm_type, count) and (l2_norm is None or _trusted(l2_norm, 2.0, count))):
         return None
+
+    norm = norm.to(result_dtype)
+    # Every value is finite here. The scale comes from the core's formula on NumPy 0-d arrays,
+    # which costs less than torch operations on 0-d tensors and rounds the same way.
+    host_norm = np.asarray(norm.item(), dtype=np.float64 if result_dtype == torch.float64 else np.float32)
+    scale = float(factor_to_limit(np, host_norm, as_threshold(np, clipper.max_norm, host_norm)))
+    if scale < 1.0:
+        _scale_(groups, scale)
+    info = None
+    if l2_norm is not None:
+        info = ClipInfo(
+            norm=l2_norm.to(result_dtype),
+            scale=torch.tensor(scale, dtype=result_dtype),
+            finite=torch.ones((), dtype=torch.bool),
+            clipped=torch.tensor(scale < 1.0),
+        )
+    return GlobalNormResult(norm=norm, info=info)
+
+
+def _finish_sync_free(
+    groups: Groups, clipper: ClipByGlobalNorm, norm: torch.Tensor, l2_norm: torch.Tensor | None, result_dtype: torch.dtype
+) -> GlobalNormResult:
+    """Scale the gradients with a scale that stays a tensor, so nothing waits for the device."""
+    measured = [total for total in (norm, l2_norm) if total is not None]
+    # NOTE: in this mode a p-norm with a large p can overflow float64 for values near the
+    # float32 maximum; such a step counts as non-finite.
+    finite = torch.stack([torch.isfinite(total) for total in measured]).all()
     norm = norm.to(result_dtype)
     raise_if_nonfinite(finite, norm, clipper.nonfinite)
 
@@ -138,11 +168,7 @@ def clip_by_global_norm_(
     factor = factor_to_limit(xp, norm, as_threshold(xp, clipper.max_norm, norm))
     fallback = torch.ones_like(factor) if clipper.nonfinite == "propagate" else torch.zeros_like(factor)
     scale = torch.where(finite, factor, fallback)
-
-    if sync_free:
-        _scale_sync_free_(groups, scale, finite, zero_nonfinite=clipper.nonfinite != "propagate")
-    elif bool(scale < 1):
-        _scale_(groups, scale)
+    _scale_sync_free_(groups, scale, finite, zero_nonfinite=clipper.nonfinite != "propagate")
     info = None
     if l2_norm is not None:
         info = ClipInfo(norm=l2_norm.to(result_dtype), scale=scale, finite=finite, clipped=scale < 1)
@@ -168,10 +194,13 @@ def _total_norm(groups: Groups, norm_type: float, first_device: torch.device, sy
             partial = torch.stack(torch._foreach_norm(tensors, norm_type, dtype=torch.float64))
         else:
             partial = _cpu_partial_norms(tensors, norm_type)
+        group_norm = torch.linalg.vector_norm(partial, norm_type)
         # As torch.nn.utils.clip_grad_norm_ does, each group's norm moves to the first gradient's device.
-        group_norms.append(torch.linalg.vector_norm(partial, norm_type).to(first_device))
+        group_norms.append(group_norm if group_norm.device == first_device else group_norm.to(first_device))
     if not group_norms:
         return torch.zeros((), dtype=torch.float64, device=first_device)
+    if len(group_norms) == 1:
+        return group_norms[0]
     return torch.linalg.vector_norm(torch.stack(group_norms), norm_type)
 
 
@@ -195,7 +224,7 @@ def _l2_row_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     ResNet-50's 161 gradients on one thread, an estimate from noisy runs).
     """
     parts: list[torch.Tensor] = []
-    # Tensors of at most ROW elements, and the tails of longer ones, go to one _foreach_norm call.
+    # Tensors of at most SHORT elements, and the tails of longer ones, go to one _foreach_norm call.
     short: list[torch.Tensor] = []
     long_tensors: list[torch.Tensor] = []
     rows = 0
@@ -209,7 +238,7 @@ def _l2_row_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
                 values.copy_(block)
                 # These norms are computed now, before the next block overwrites the scratch buffer.
                 parts.append(_rows_and_tail_norm(values))
-        elif tensor.numel() <= ROW:
+        elif tensor.numel() <= SHORT:
             short.append(tensor)
         else:
             long_tensors.append(tensor)
@@ -229,9 +258,12 @@ def _l2_row_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
             start += full
         parts.append(norms)
     if short:
-        parts.append(torch.stack(torch._foreach_norm(short)))
-    # Every part is float32, or float64 for a float64 group.
-    return (torch.cat(parts) if len(parts) > 1 else parts[0]).to(torch.float64)
+        # These tensors are short, so converting them to float64 costs little, and their
+        # squares then neither overflow nor underflow.
+        parts.append(torch.stack(torch._foreach_norm(short, dtype=torch.float64)))
+    if len(parts) == 1:
+        return parts[0].to(torch.float64)
+    return torch.cat([part.to(torch.float64) for part in parts])
 
 
 def _rows_and_tail_norm(flat: torch.Tensor) -> torch.Tensor:
@@ -285,9 +317,14 @@ def _trusted(norm: torch.Tensor, norm_type: float, count: int) -> bool:
     return norm_type * math.log2(value) >= math.log2(count) + _UNDERFLOW_MARGIN_LOG2
 
 
-def _scale_(groups: Groups, scale: torch.Tensor) -> None:
+def _scale_(groups: Groups, scale: float) -> None:
     for (_, dtype), tensors in groups.items():
-        torch._foreach_mul_(tensors, scale.to(_product_dtype(dtype)))
+        if dtype in _REDUCED:
+            # As the core's apply_factors: float16 and bfloat16 are multiplied in float32. A
+            # Python number would be rounded to the tensor's dtype first.
+            torch._foreach_mul_(tensors, torch.tensor(scale, dtype=torch.float32))
+        else:
+            torch._foreach_mul_(tensors, scale)
 
 
 def _scale_sync_free_(groups: Groups, scale: torch.Tensor, finite: torch.Tensor, *, zero_nonfinite: bool) -> None:

@@ -39,7 +39,7 @@ def gradient_lists(draw, min_count=1):
     grads = []
     for _ in range(count):
         dtype = draw(st.sampled_from(DTYPES))
-        size = draw(st.sampled_from([0, 1, 7, _foreach.ROW - 1, _foreach.ROW, 2 * _foreach.ROW + 5, _foreach.BLOCK + 3]))
+        size = draw(st.sampled_from([0, 1, 7, _foreach.ROW - 1, _foreach.ROW, 2 * _foreach.ROW + 5, _foreach.SHORT + 5, _foreach.BLOCK + 3]))
         exponent = draw(st.integers(min_value=-MAX_EXPONENT[dtype], max_value=MAX_EXPONENT[dtype]))
         values = torch.randn(size, generator=generator, dtype=torch.float64) * 2.0**exponent
         if draw(st.booleans()) and size > 0:
@@ -180,25 +180,28 @@ def test_overflowing_squares_keep_norm_finite(norm_type):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_overflow_in_both_modes(mode):
-    grads = [torch.full((1000,), 1e30)]
+@pytest.mark.parametrize("size", [1000, 2 * _foreach.SHORT], ids=["short", "rows"])
+def test_overflow_in_both_modes(mode, size):
+    grads = [torch.full((size,), 1e30)]
     clipper = ops.ClipByGlobalNorm(max_norm=1.0)
     expected, expected_info = core_update(grads, clipper)
     clipped = clone_all(grads)
 
     result = _foreach.clip_by_global_norm_(clipped, clipper, sync_free=MODES[mode])
 
-    if mode == "cpu":
+    if mode == "cpu" and size > _foreach.SHORT:
         # The float32 rows overflow, so the CPU mode leaves the gradients to the core.
         assert result is None
         assert_same_values(clipped, grads)
         return
+    # Accelerator mode, and short tensors in either mode, square in float64.
     torch.testing.assert_close(result.info.norm, expected_info.norm, rtol=NORM_RTOL, atol=0.0)
     assert_close_to_core(clipped, expected)
 
 
-def test_tiny_values_whose_squares_underflow():
-    grads = [torch.full((100,), 1e-30), torch.tensor([0.0, 3e-31])]
+@pytest.mark.parametrize("size", [100, 2 * _foreach.SHORT], ids=["short", "rows"])
+def test_tiny_values_whose_squares_underflow(size):
+    grads = [torch.full((size,), 1e-30), torch.tensor([0.0, 3e-31])]
     params = [_param(grad) for grad in grads]
     reference = ops.global_norm(grads)
 
@@ -206,6 +209,17 @@ def test_tiny_values_whose_squares_underflow():
 
     assert norm.item() > 0.0
     torch.testing.assert_close(norm, reference, rtol=NORM_RTOL, atol=0.0)
+
+
+def test_cpu_mode_hands_underflowing_rows_to_core():
+    # Squares of 1e-30 underflow float32, so the row norms are 0 and cannot be trusted.
+    grads = [torch.full((2 * _foreach.SHORT,), 1e-30)]
+    clipped = clone_all(grads)
+
+    result = _foreach.clip_by_global_norm_(clipped, ops.ClipByGlobalNorm(max_norm=1e-40))
+
+    assert result is None
+    assert_same_values(clipped, grads)
 
 
 def test_norm_beyond_float32_zeroes_like_core():
@@ -425,8 +439,8 @@ def test_supports_plain_dense_float_tensors():
 
 
 def test_non_contiguous_gradient():
-    # 6 * ROW + 10 values: full rows and a tail, read through a copy because the view is transposed.
-    base = torch.randn(3 * _foreach.ROW + 5, 2, generator=torch.Generator().manual_seed(3))
+    # 2 * SHORT + 10 values: full rows and a tail, read through a copy because the view is transposed.
+    base = torch.randn(_foreach.SHORT + 5, 2, generator=torch.Generator().manual_seed(3))
     grad = base.t()
     assert not grad.is_contiguous()
     clipper = ops.ClipByGlobalNorm(max_norm=1.0)
