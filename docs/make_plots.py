@@ -7,7 +7,7 @@ evaluated once on a NumPy array of steps. Run from anywhere:
     python docs/make_plots.py               # writes docs/img/<kind>.png
     python docs/make_plots.py --out DIR     # writes DIR/<kind>.png
 
-It needs matplotlib (``pip install "optstrat[plot]"``).
+It needs matplotlib (``pip install matplotlib``).
 """
 
 from __future__ import annotations

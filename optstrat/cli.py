@@ -257,7 +257,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 _MATPLOTLIB_MISSING = (
     "optstrat plot: error: writing an image needs matplotlib, which is not installed. "
-    "Install it with `pip install matplotlib` or `pip install 'optstrat[plot]'`, "
+    "Install it with `pip install matplotlib`, "
     "or leave out --out for the terminal preview"
 )
 

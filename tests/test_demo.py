@@ -284,7 +284,7 @@ HIDE_TORCH = "sys.modules['torch'] = None"
 def test_missing_framework_is_skipped():
     result = run_demo("--frameworks", "torch", prelude=HIDE_TORCH)
     assert result.returncode == 1
-    assert "torch: skipped, module 'torch' is not installed (install with pip install 'optstrat[torch]')" in result.stdout
+    assert "torch: skipped, module 'torch' is not installed (install with pip install -e '.[torch]' in the optstrat checkout)" in result.stdout
     assert "none of the requested frameworks is installed" in result.stderr
 
 

@@ -49,9 +49,9 @@ LR_TOLERANCE = 1e-6
 
 _MODULES = {"torch": "optstrat.demo._torch", "optax": "optstrat.demo._optax", "keras": "optstrat.demo._keras"}
 _INSTALL_HINTS = {
-    "torch": "pip install 'optstrat[torch]'",
-    "optax": "pip install 'optstrat[jax]'",
-    "keras": "pip install 'optstrat[keras]'",
+    "torch": "pip install -e '.[torch]' in the optstrat checkout",
+    "optax": "pip install -e '.[jax]' in the optstrat checkout",
+    "keras": "pip install -e '.[keras]' in the optstrat checkout",
 }
 
 
@@ -248,14 +248,14 @@ def _check_optional_modules(args: argparse.Namespace) -> bool:
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         print(
             "optstrat demo: error: --plot needs matplotlib, which is not installed. "
-            "Install it with `pip install matplotlib` or `pip install 'optstrat[plot]'`, or leave out --plot",
+            "Install it with `pip install matplotlib`, or leave out --plot",
             file=sys.stderr,
         )
         return False
     if importlib.util.find_spec("sklearn") is None:
         print(
             "optstrat demo: error: the demo needs scikit-learn for its data set, which is not installed. "
-            "Install it with `pip install scikit-learn` or `pip install 'optstrat[demo]'`",
+            "Install it with `pip install scikit-learn`",
             file=sys.stderr,
         )
         return False
