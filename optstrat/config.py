@@ -122,11 +122,26 @@ def _lookup(kind: Any) -> type:
     if not isinstance(kind, str):
         raise TypeError(f"kind must be a string, got {kind!r} ({type(kind).__name__})")
     if kind not in _REGISTRY:
-        valid = sorted(_REGISTRY)
-        closest = difflib.get_close_matches(kind, valid, n=1)
+        closest = difflib.get_close_matches(kind, sorted(_REGISTRY), n=1)
         hint = f" Did you mean {closest[0]!r}?" if closest else ""
-        raise ValueError(f"unknown kind {kind!r}.{hint} Valid kinds: {', '.join(valid)}")
+        raise ValueError(f"unknown kind {kind!r}.{hint} Valid kinds: {_valid_kinds()}")
     return _REGISTRY[kind]
+
+
+def _valid_kinds() -> str:
+    """List the registered kinds grouped as schedules, clippers and others."""
+    from optstrat.clipping import Clipper
+    from optstrat.schedules import Schedule
+
+    groups: dict[str, list[str]] = {"schedules": [], "clippers": [], "others": []}
+    for name, cls in sorted(_REGISTRY.items()):
+        if issubclass(cls, Schedule):
+            groups["schedules"].append(name)
+        elif issubclass(cls, Clipper):
+            groups["clippers"].append(name)
+        else:
+            groups["others"].append(name)
+    return "; ".join(f"{group}: {', '.join(names)}" for group, names in groups.items() if names)
 
 
 def _unknown_field_message(kind: str, key: str, names: list[str]) -> str:

@@ -67,7 +67,13 @@ def check_norm_type(value: Any) -> float:
         return math.inf
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value == math.inf:
         return math.inf
-    return check_number("norm_type", value, low=0.0, low_inclusive=False)
+    valid = "a number > 0 or 'inf'"
+    try:
+        return check_number("norm_type", value, low=0.0, low_inclusive=False)
+    except TypeError:
+        raise TypeError(f"norm_type must be {valid}, got {value!r} ({type(value).__name__})") from None
+    except ValueError:
+        raise ValueError(f"norm_type must be {valid}, got {value!r}") from None
 
 
 def accumulation(xp: Any, leaves: list[Any]) -> Accumulation:

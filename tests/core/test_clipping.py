@@ -532,13 +532,13 @@ def test_kinds_are_registered():
         (lambda: ClipByValue(max_value=1.0, nonfinite="raise"), ValueError,
          "nonfinite must be one of 'skip', 'error', 'propagate', got 'raise'"),
         (lambda: ClipByNorm(max_norm=-0.5), ValueError, "max_norm must be a finite number >= 0, got -0.5"),
-        (lambda: ClipByNorm(max_norm=1.0, norm_type=0), ValueError, "norm_type must be a finite number > 0, got 0"),
-        (lambda: ClipByNorm(max_norm=1.0, norm_type="two"), TypeError, "norm_type must be a real number, got 'two'"),
+        (lambda: ClipByNorm(max_norm=1.0, norm_type=0), ValueError, "norm_type must be a number > 0 or 'inf', got 0"),
+        (lambda: ClipByNorm(max_norm=1.0, norm_type="two"), TypeError, "norm_type must be a number > 0 or 'inf', got 'two'"),
         (lambda: ClipByGlobalNorm(max_norm=math.nan), ValueError, "max_norm must be a finite number >= 0, got nan"),
         (lambda: ClipByGlobalNorm(max_norm=1.0, norm_type=-2.0), ValueError,
-         "norm_type must be a finite number > 0, got -2.0"),
+         "norm_type must be a number > 0 or 'inf', got -2.0"),
         (lambda: ClipByGlobalNorm(max_norm=1.0, norm_type=math.nan), ValueError,
-         "norm_type must be a finite number > 0, got nan"),
+         "norm_type must be a number > 0 or 'inf', got nan"),
         (lambda: ClipByGlobalNorm(max_norm=1.0, nonfinite=None), ValueError, "nonfinite must be one of"),
         (lambda: AdaptiveClip(clipping=-0.01), ValueError, "clipping must be a finite number >= 0, got -0.01"),
         (lambda: AdaptiveClip(eps=-1e-3), ValueError, "eps must be a finite number >= 0, got -0.001"),
@@ -571,7 +571,7 @@ def test_from_config_validates_fields():
 
 
 def test_global_norm_rejects_bad_norm_type():
-    with pytest.raises(ValueError, match="norm_type must be a finite number > 0, got 0"):
+    with pytest.raises(ValueError, match="norm_type must be a number > 0 or 'inf', got 0"):
         global_norm([np.ones(2)], 0)
 
 

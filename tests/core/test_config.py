@@ -65,6 +65,17 @@ def test_unknown_kind_names_closest():
         optstrat.from_config({"kind": "cosine_decy", "init_value": 1.0})
 
 
+def test_unknown_kind_lists_kinds_by_group():
+    with pytest.raises(ValueError) as raised:
+        optstrat.from_config({"kind": "clip_by_globl_norm", "max_norm": 1.0})
+
+    message = str(raised.value)
+    assert "Did you mean 'clip_by_global_norm'?" in message
+    assert "Valid kinds: schedules: clamp, constant," in message
+    assert "; clippers: adaptive_clip, autoclip, clip_by_global_norm," in message
+    assert "others" not in message
+
+
 def test_unknown_field_names_closest():
     with pytest.raises(ValueError, match=r"unknown field 'decay_step' for kind 'cosine_decay'\. Did you mean 'decay_steps'"):
         optstrat.from_spec("cosine_decay(init_value=1.0, decay_step=10)")

@@ -471,7 +471,7 @@ def test_non_tensor_parameter_raises():
     [
         ({"max_norm": -1.0}, "max_norm must be a finite number >= 0, got -1.0"),
         ({"max_norm": math.nan}, "max_norm must be a finite number >= 0, got nan"),
-        ({"max_norm": 1.0, "norm_type": 0}, "norm_type must be a finite number > 0, got 0"),
+        ({"max_norm": 1.0, "norm_type": 0}, "norm_type must be a number > 0 or 'inf', got 0"),
         ({"max_norm": 1.0, "nonfinite": "ignore"}, "nonfinite must be one of 'skip', 'error', 'propagate', got 'ignore'"),
     ],
 )
