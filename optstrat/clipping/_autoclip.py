@@ -78,7 +78,7 @@ class AutoClip(Clipper):
     def init(self, grads: Any) -> AutoClipState:
         """Return an empty history in the namespace, device and norm dtype of ``grads``."""
         leaves, _ = flatten(grads)
-        xp = namespace_of_leaves(leaves)
+        xp = namespace_of_leaves(leaves, container=grads)
         device = _xp.device_of(leaves[0]) if leaves else None
         dtype = accumulation(xp, leaves).result
         counter = xp.asarray(0, dtype=xp.int32, device=device)

@@ -119,7 +119,7 @@ def measure(grads: Any, nonfinite: str, state_array: Any = None) -> Measured:
     """
     leaves, rebuild = flatten(grads)
     if leaves or state_array is None:
-        xp = namespace_of_leaves(leaves)
+        xp = namespace_of_leaves(leaves, container=grads)
     else:
         xp = _xp.array_namespace(state_array)
     norm, finite = l2_norm_and_finite(leaves, xp)

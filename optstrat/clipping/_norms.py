@@ -111,7 +111,7 @@ def global_norm(grads: Any, norm_type: float | str = 2.0, *, xp: Any = None) -> 
     """
     norm_type = check_norm_type(norm_type)
     leaves, _ = flatten(grads)
-    namespace = namespace_of_leaves(leaves, xp=xp)
+    namespace = namespace_of_leaves(leaves, xp=xp, container=grads)
     return norm_of_leaves(leaves, namespace, norm_type)
 
 

@@ -53,11 +53,13 @@ def leaf_label(container: Any, index: int, name: str = "grads") -> str:
     return f"{name}[{index}]"
 
 
-def namespace_of_leaves(leaves: list[Any], name: str = "grads", xp: Any = None) -> Any:
+def namespace_of_leaves(leaves: list[Any], name: str = "grads", xp: Any = None, container: Any = None) -> Any:
     """Return the one array namespace of ``leaves``.
 
     Raises TypeError naming the two arrays when the namespaces differ, and when
     an array has no floating dtype. An empty list has the NumPy namespace.
+    ``container`` is what ``leaves`` came from, so that messages name a
+    mapping's arrays by key.
     """
     if xp is not None:
         return xp
@@ -68,19 +70,23 @@ def namespace_of_leaves(leaves: list[Any], name: str = "grads", xp: Any = None) 
     first = None
     for index, leaf in enumerate(leaves):
         if not _xp.is_array(leaf):
-            raise TypeError(f"{name}[{index}] must be an array, got {type(leaf).__name__}")
+            raise TypeError(f"{_label(container, index, name)} must be an array, got {type(leaf).__name__}")
         namespace = _xp.array_namespace(leaf)
         if first is None:
             first = namespace
         elif namespace is not first:
             raise TypeError(
-                f"{name} mixes array namespaces: {name}[0] is {first.__name__} and "
-                f"{name}[{index}] is {namespace.__name__}; pass arrays from one namespace"
+                f"{name} mixes array namespaces: {_label(container, 0, name)} is {first.__name__} and "
+                f"{_label(container, index, name)} is {namespace.__name__}; pass arrays from one namespace"
             )
         floating = [getattr(namespace, dtype) for dtype in _FLOATING_NAMES if hasattr(namespace, dtype)]
         if leaf.dtype not in floating:
-            raise TypeError(f"{name}[{index}] must have a floating dtype, got {leaf.dtype}")
+            raise TypeError(f"{_label(container, index, name)} must have a floating dtype, got {leaf.dtype}")
     return first
+
+
+def _label(container: Any, index: int, name: str) -> str:
+    return f"{name}[{index}]" if container is None else leaf_label(container, index, name)
 
 
 def match_params(grads: Any, params: Any, grad_leaves: list[Any], xp: Any) -> list[Any]:
@@ -116,7 +122,7 @@ def match_params(grads: Any, params: Any, grad_leaves: list[Any], xp: Any) -> li
                 f"params must have the same structure as grads: grads has {len(grad_leaves)} arrays "
                 f"and params has {len(param_leaves)}"
             )
-    param_namespace = namespace_of_leaves(param_leaves, name="params")
+    param_namespace = namespace_of_leaves(param_leaves, name="params", container=params)
     if param_leaves and param_namespace is not xp:
         raise TypeError(
             f"params and grads must use one array namespace: grads are {xp.__name__} "

@@ -97,7 +97,7 @@ class ZClip(Clipper):
     def init(self, grads: Any) -> ZClipState:
         """Return zero statistics in the namespace, device and norm dtype of ``grads``."""
         leaves, _ = flatten(grads)
-        xp = namespace_of_leaves(leaves)
+        xp = namespace_of_leaves(leaves, container=grads)
         device = _xp.device_of(leaves[0]) if leaves else None
         zero = xp.asarray(0.0, dtype=accumulation(xp, leaves).result, device=device)
         return ZClipState(mean=zero, variance=zero, count=xp.asarray(0, dtype=xp.int32, device=device))

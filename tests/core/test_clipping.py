@@ -188,6 +188,14 @@ def test_mixed_namespaces_raise_naming_both(clipper):
         clipper.update(grads, clipper.init([np.array([1.0])]), grads)
 
 
+@pytest.mark.parametrize("clipper", CLIPPERS)
+def test_mixed_namespaces_name_mapping_keys(clipper):
+    torch = pytest.importorskip("torch")
+    grads = {"w": np.array([1.0]), "b": torch.tensor([1.0])}
+    with pytest.raises(TypeError, match=r"grads\['w'\] is .*numpy and grads\['b'\] is .*torch"):
+        clipper.update(grads, clipper.init({"w": np.array([1.0])}), grads)
+
+
 def test_global_norm_mixed_namespaces_raise():
     jnp = pytest.importorskip("jax.numpy")
     with pytest.raises(TypeError, match=r"grads\[0\] is .*numpy and grads\[1\] is jax.numpy"):
@@ -203,6 +211,8 @@ def test_global_norm_mixed_namespaces_raise():
         ([np.array([1.0]), [2.0]], TypeError, r"grads\[1\] must be an array, got list"),
         ([np.array([1, 2])], TypeError, r"grads\[0\] must have a floating dtype, got int64"),
         ([np.array([True])], TypeError, r"grads\[0\] must have a floating dtype, got bool"),
+        ({"w": np.array([1.0]), "b": (np.array([2.0]),)}, TypeError, r"grads\['b'\] must be an array, got tuple"),
+        ({"w": np.array([1], dtype=np.int32)}, TypeError, r"grads\['w'\] must have a floating dtype, got int32"),
     ],
 )
 def test_bad_gradients_raise(grads, error, message):
