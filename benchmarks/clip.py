@@ -26,7 +26,7 @@ skip the multiply faster than that.
 Usage::
 
     python benchmarks/clip.py                 # full sizes, 15 repeats
-    python benchmarks/clip.py --quick         # 12 tensors of each model, 3 repeats
+    python benchmarks/clip.py --quick         # 12 tensors of each model, 3 repeats (a smoke test)
     python benchmarks/clip.py --single-thread --json results.json
 """
 
@@ -413,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("framework: torch.nn.utils.clip_grad_norm_(foreach=True) for torch, optax.clip_by_global_norm for jax")
     print(format_table(rows))
+    if args.quick:
+        print("--quick times small subsets, where fixed per-call costs dominate: a smoke test, not a result")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as output:
             json.dump({"facts": facts, "results": rows}, output, indent=2)
