@@ -736,12 +736,18 @@ parity_settings = settings(max_examples=max(10, settings.default.max_examples //
     decay_steps=st.integers(min_value=1, max_value=5_000),
     decay_rate=st.floats(min_value=0.05, max_value=0.999),
     staircase=st.booleans(),
+    step_decay=st.booleans(),
     steps=step_lists,
 )
-def test_exponential_decay_parity(init_value, decay_steps, decay_rate, staircase, steps):
-    ours = ops.ExponentialDecay(
-        init_value=init_value, transition_steps=decay_steps, decay_rate=decay_rate, staircase=staircase
-    )
+def test_exponential_decay_parity(init_value, decay_steps, decay_rate, staircase, step_decay, steps):
+    if step_decay:
+        # step_decay gives the values of Keras's ExponentialDecay with staircase=True.
+        staircase = True
+        ours = ops.StepDecay(init_value=init_value, decay_rate=decay_rate, decay_steps=decay_steps)
+    else:
+        ours = ops.ExponentialDecay(
+            init_value=init_value, transition_steps=decay_steps, decay_rate=decay_rate, staircase=staircase
+        )
     theirs = keras.optimizers.schedules.ExponentialDecay(init_value, decay_steps, decay_rate, staircase=staircase)
 
     expected = keras_values(theirs, steps)
@@ -752,27 +758,6 @@ def test_exponential_decay_parity(init_value, decay_steps, decay_rate, staircase
     # relative. optstrat keeps log(rate) in float64 and splits p into an exact integer part
     # and a fraction, so it stays within 1e-6 of the float64 value.
     exponent = np.floor(np.asarray(steps) / decay_steps) if staircase else np.asarray(steps) / decay_steps
-    rtol = 1e-6 + 2.0**-24 * (exponent + 4 * np.abs(exponent * math.log(decay_rate)))
-    assert np.all(np.abs(actual - expected) <= rtol * np.abs(expected) + 1e-37)
-
-
-@only_jax
-@parity_settings
-@given(
-    init_value=st.floats(min_value=1e-4, max_value=10.0),
-    decay_steps=st.integers(min_value=1, max_value=5_000),
-    decay_rate=st.floats(min_value=0.05, max_value=0.999),
-    steps=step_lists,
-)
-def test_step_decay_matches_staircase_exponential(init_value, decay_steps, decay_rate, steps):
-    ours = ops.StepDecay(init_value=init_value, decay_rate=decay_rate, decay_steps=decay_steps)
-    theirs = keras.optimizers.schedules.ExponentialDecay(init_value, decay_steps, decay_rate, staircase=True)
-
-    expected = keras_values(theirs, steps)
-    actual = ours_values(ours, steps)
-
-    # Keras rounds in float32 here as in the staircase case of test_exponential_decay_parity.
-    exponent = np.floor(np.asarray(steps) / decay_steps)
     rtol = 1e-6 + 2.0**-24 * (exponent + 4 * np.abs(exponent * math.log(decay_rate)))
     assert np.all(np.abs(actual - expected) <= rtol * np.abs(expected) + 1e-37)
 
