@@ -250,11 +250,14 @@ def _l2_row_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
         for tensor in long_tensors:
             count = tensor.numel()
             full = count // ROW
-            flat = tensor.view(-1) if tensor.is_contiguous() else tensor.reshape(-1)
-            if full * ROW < count:
+            # reshape returns a view of a contiguous tensor and copies any other.
+            if full * ROW == count:
+                rows_view = tensor.reshape(full, ROW)
+            else:
+                flat = tensor.reshape(-1)
                 short.append(flat[full * ROW :])
-                flat = flat[: full * ROW]
-            torch.linalg.vector_norm(flat.view(full, ROW), dim=1, out=norms[start : start + full])
+                rows_view = flat[: full * ROW].view(full, ROW)
+            torch.linalg.vector_norm(rows_view, dim=1, out=norms[start : start + full])
             start += full
         parts.append(norms)
     if short:
