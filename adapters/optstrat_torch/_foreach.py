@@ -321,13 +321,10 @@ def _trusted(norm: torch.Tensor, norm_type: float, count: int) -> bool:
 
 
 def _scale_(groups: Groups, scale: float) -> None:
+    # A 0-d tensor, because torch multiplies float16 and bfloat16 tensors by a Python number
+    # in their own dtype, and a Python number took longer in _foreach_mul_ on small tensors.
     for (_, dtype), tensors in groups.items():
-        if dtype in _REDUCED:
-            # As the core's apply_factors: float16 and bfloat16 are multiplied in float32. A
-            # Python number would be rounded to the tensor's dtype first.
-            torch._foreach_mul_(tensors, torch.tensor(scale, dtype=torch.float32))
-        else:
-            torch._foreach_mul_(tensors, scale)
+        torch._foreach_mul_(tensors, torch.tensor(scale, dtype=_product_dtype(dtype)))
 
 
 def _scale_sync_free_(groups: Groups, scale: torch.Tensor, finite: torch.Tensor, *, zero_nonfinite: bool) -> None:
