@@ -47,16 +47,16 @@ __all__ = ["BLOCK", "ROW", "SHORT", "GlobalNormResult", "clip_by_global_norm_", 
 #: Elements per row whose L2 norm the CPU kernel computes in float32 before
 #: the rows are combined in float64. On 10**7 equal values torch 2.13's
 #: kernel drifts by up to 2e-6 with rows of 4096 and 7e-7 with rows of 1024.
-#: Shorter rows cost more: on one thread, the row norms of GPT-2- and
-#: ResNet-50-sized gradients took 3 to 11 % longer than whole-tensor
-#: reductions. With two threads the rows were faster: torch's whole-tensor
-#: norms took no less time with two threads than with one (benchmarks/RESULTS.md).
+#: Shorter rows cost more. On one thread, clipping GPT-2- and ResNet-50-sized
+#: gradients with rows is a few percent slower than torch's whole-tensor
+#: reductions; with two threads it is faster, because the rows spread over
+#: both threads (benchmarks/RESULTS.md).
 ROW = 1024
 
 #: Float32 tensors of at most this many elements are converted to float64 by one
-#: ``torch._foreach_norm`` call instead of being reduced in rows. On one thread of
-#: a 2-core AMD EPYC VM the conversion cost about 1.1 ns per element (4.5 us here)
-#: and a row reduction about 6 us per 4096-element tensor, plus its Python calls.
+#: ``torch._foreach_norm`` call instead of being reduced in rows. Up to this size
+#: the conversion took less time than a row reduction call per tensor (an estimate
+#: from single-thread timings of 64 x 64 weights).
 SHORT = 4 * ROW
 
 #: Elements converted to float32 (or raised to the power p) at a time in a
@@ -220,8 +220,7 @@ def _l2_row_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     """Return float64 L2 norms of rows of ``tensors``; their L2 norm is the norm of all of them.
 
     The row norms are written into one preallocated buffer, which saves an
-    allocation per tensor and a concatenation (a few percent of the time for
-    ResNet-50's 161 gradients on one thread, an estimate from noisy runs).
+    allocation per tensor and a concatenation.
     """
     parts: list[torch.Tensor] = []
     # Tensors of at most SHORT elements, and the tails of longer ones, go to one _foreach_norm call.
