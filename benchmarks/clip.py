@@ -20,8 +20,8 @@ The 3-pass floor is ``torch.add(a, b, out=a)`` (read, read, write in place),
 the least a clipped update costs. The "norm only" column times the
 framework's own norm of the same gradients without any clipping (torch's
 ``_foreach_norm`` that ``clip_grad_norm_`` takes, and a jitted sum of squares
-for JAX), in the same loop: no implementation that reads every gradient can
-skip the multiply faster than that.
+for JAX), in the same loop: an implementation that skips the multiply with
+the same reduction cannot be faster than that.
 
 Usage::
 
