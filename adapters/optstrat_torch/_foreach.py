@@ -15,13 +15,13 @@ Measuring the norm has two modes:
   float16 and bfloat16 values are converted to float32 a block at a time.
   The ``dtype=`` argument of torch's norms converts whole tensors, which
   made a float16 norm 3 times and a float32 norm in float64 20 times slower
-  in a single-thread test, so only float32 tensors of at most ``SHORT``
-  elements take it: for them, one call costs less than a row reduction
-  each. The float32 kernels overflow when |g|**p exceeds the float32 range and lose
+  in a single-thread test, so only tensors of at most ``SHORT`` elements
+  take it: for them, one call costs less than a row reduction each. The
+  float32 kernels overflow when |g|**p exceeds the float32 range and lose
   terms that underflow, so a total that is not finite, or too small to rule
-  out lost terms, is untrusted and the caller falls back to the core. Reading
-  values on the CPU costs no device synchronization, so the multiply is
-  skipped when nothing needs clipping.
+  out lost terms, is untrusted and the caller falls back to the core.
+  Reading values on the CPU costs no device synchronization, so the
+  multiply is skipped when nothing needs clipping.
 * Any gradient on an accelerator: ``torch._foreach_norm(..., dtype=float64)``
   accumulates in float64, where the squares of float16, bfloat16 and float32
   values neither overflow nor underflow. The scale stays a tensor and is
