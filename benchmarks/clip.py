@@ -94,7 +94,7 @@ def resnet50_shapes() -> list[tuple[int, ...]]:
 
 
 def mlp_shapes() -> list[tuple[int, ...]]:
-    """Return the parameter shapes of six torch.nn.Linear(64, 64) layers: where fixed costs per call show."""
+    """Return the parameter shapes of six torch.nn.Linear(64, 64) layers, a model where fixed costs per call dominate."""
     return [(64, 64), (64,)] * 6
 
 
@@ -162,7 +162,7 @@ def time_torch(grads: list[np.ndarray], norm: float, repeats: int) -> dict[str, 
         for _ in range(repeats):
             if case == "clipping":
                 if current < norm * 2.0**-20:
-                    # Twenty halvings on, both copies start again from the original values
+                    # After twenty halvings both copies start again from the original values
                     # (untimed), so that no value comes near float32's subnormal range.
                     for name in functions:
                         torch._foreach_copy_([param.grad for param in params[name]], pristine)

@@ -49,7 +49,7 @@ __all__ = ["BLOCK", "ROW", "SHORT", "GlobalNormResult", "clip_by_global_norm_", 
 #: kernel drifts by up to 2e-6 with rows of 4096 and 7e-7 with rows of 1024.
 #: Shorter rows cost more. On one thread, clipping GPT-2- and ResNet-50-sized
 #: gradients with rows is a few percent slower than torch's whole-tensor
-#: reductions; with two threads it is faster, because the rows spread over
+#: reductions. With two threads it is faster, because the rows spread over
 #: both threads (benchmarks/RESULTS.md).
 ROW = 1024
 
