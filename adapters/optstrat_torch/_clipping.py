@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from optstrat.clipping import DEFAULT_NONFINITE, ClipByGlobalNorm, ClipInfo, Clipper, global_norm
+from optstrat.clipping._global import LimitClipper
 from optstrat_torch import _foreach
 
 __all__ = ["clip_", "clip_grad_norm_"]
@@ -86,8 +87,10 @@ def clip_(parameters: Parameters, clipper: Clipper, state: Any = None) -> tuple[
     Collects each ``.grad`` that is not None, calls ``clipper.update(grads,
     state, params)`` and copies the clipped values back into the same
     ``.grad`` tensors (``grad.copy_``), so the optimizer uses them and no
-    tensor is replaced. :class:`optstrat.ClipByGlobalNorm` on plain tensors
-    instead takes the in-place fast path described in :func:`clip_grad_norm_`. Returns ``(state, info)``: the clipper's new state,
+    tensor is replaced. On plain tensors, :class:`optstrat.ClipByGlobalNorm`,
+    :class:`optstrat.ZClip` and :class:`optstrat.AutoClip` instead take the
+    in-place fast path described in :func:`clip_grad_norm_`, with the same
+    result. Returns ``(state, info)``: the clipper's new state,
     to pass to the next call, and its :class:`optstrat.ClipInfo` of 0-d
     tensors (norm before clipping, scale applied, whether all gradients were
     finite, whether any value changed). ``state=None`` starts from
@@ -151,13 +154,18 @@ def _clip_collected(
             result = _foreach.clip_by_global_norm_(grads, clipper)
         if result is not None:
             return state, result.info
+    if isinstance(clipper, LimitClipper) and _foreach.supports(grads):
+        with torch.no_grad():
+            limited = _foreach.clip_by_limit_(grads, clipper, state)
+        if limited is not None:
+            return limited
 
     # The portable path: the core computes every clipped gradient before any is written,
     # so an exception leaves all gradients as they were. Tensor subclasses such as DTensor
     # take it, and it works through their op dispatch.
     # NOTE: gradients on several devices fail here, because the core adds per-tensor norms
-    # without moving them to one device. The fast path above moves them, so this concerns
-    # other clippers and the fast path's fallbacks (non-finite or extreme values on the CPU).
+    # without moving them to one device. The fast paths above move them, so this concerns
+    # the per-tensor clippers and the fast paths' fallbacks (non-finite or extreme values on the CPU).
     with torch.no_grad():
         clipped, state, info = clipper.update(grads, state, params)
         for grad, value in zip(grads, clipped):

@@ -33,16 +33,17 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from optstrat import _xp
 from optstrat.clipping import ClipByGlobalNorm, ClipInfo
-from optstrat.clipping._base import as_threshold, factor_to_limit, raise_if_nonfinite
+from optstrat.clipping._base import as_threshold, check_state_namespace, factor_to_limit, raise_if_nonfinite
+from optstrat.clipping._global import LimitClipper
 
-__all__ = ["BLOCK", "ROW", "SHORT", "GlobalNormResult", "clip_by_global_norm_", "supports"]
+__all__ = ["BLOCK", "ROW", "SHORT", "GlobalNormResult", "clip_by_global_norm_", "clip_by_limit_", "supports"]
 
 #: Elements per row whose L2 norm the CPU kernel computes in float32 before
 #: the rows are combined in float64. On 10**7 equal values torch 2.13's
@@ -151,6 +152,48 @@ def clip_by_global_norm_(
             clipped=torch.tensor(scale < 1.0),
         )
     return GlobalNormResult(norm=norm, info=info)
+
+
+def clip_by_limit_(
+    grads: list[torch.Tensor], clipper: LimitClipper, state: Any, *, sync_free: bool | None = None
+) -> tuple[Any, ClipInfo] | None:
+    """Clip ``grads`` in place as ``clipper.update`` would; return None, changing nothing, when the core must decide.
+
+    For clippers such as ZClip and AutoClip, whose limit comes from the
+    global L2 norm and their state: the norm is measured as in
+    :func:`clip_by_global_norm_`, the clipper's ``limit_for`` gives the limit
+    and the new state, and the gradients are scaled in place. Returns
+    ``(new_state, info)``. The modes and the cases that return None are those
+    of :func:`clip_by_global_norm_`.
+    """
+    state_array = clipper.check_state(state)
+    groups = _group_by_device_and_dtype(grads)
+    if sync_free is None:
+        sync_free = any(device.type != "cpu" for device, _ in groups)
+    result_dtype = torch.float64 if any(dtype == torch.float64 for _, dtype in groups) else torch.float32
+    first_device = grads[0].device
+
+    total = _total_norm(groups, 2.0, first_device, sync_free)
+    if sync_free:
+        finite = torch.isfinite(total)
+    elif _trusted(total, 2.0, sum(grad.numel() for grad in grads)):
+        finite = torch.ones((), dtype=torch.bool, device=first_device)
+    else:
+        return None
+    norm = total.to(result_dtype)
+    raise_if_nonfinite(finite, norm, clipper.nonfinite)
+    xp = _xp.array_namespace(norm)
+    check_state_namespace(xp, state_array, grads)
+
+    limit, new_state = clipper.limit_for(xp, norm, finite, state)
+    factor = factor_to_limit(xp, norm, limit)
+    fallback = torch.ones_like(factor) if clipper.nonfinite == "propagate" else torch.zeros_like(factor)
+    scale = torch.where(finite, factor, fallback)
+    if sync_free:
+        _scale_sync_free_(groups, scale, finite, zero_nonfinite=clipper.nonfinite != "propagate")
+    elif bool(scale < 1):
+        _scale_(groups, float(scale))
+    return new_state, ClipInfo(norm=norm, scale=scale, finite=finite, clipped=scale < 1)
 
 
 def _finish_sync_free(

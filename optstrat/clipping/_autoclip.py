@@ -7,20 +7,14 @@ from typing import Any, NamedTuple
 
 from optstrat import _xp
 from optstrat._validate import check_int, check_number
-from optstrat.clipping._base import (
-    DEFAULT_NONFINITE,
-    ClipInfo,
-    Clipper,
-    check_nonfinite,
-    measure,
-)
-from optstrat.clipping._global import scale_to_limit
+from optstrat.clipping._base import DEFAULT_NONFINITE, check_nonfinite
+from optstrat.clipping._global import LimitClipper
 from optstrat.clipping._norms import accumulation
 from optstrat.clipping._percentile import ring_percentile
 from optstrat.clipping._tree import flatten, namespace_of_leaves
 from optstrat.config import register
 
-__all__ = ["AutoClip", "AutoClipState", "check_state_namespace"]
+__all__ = ["AutoClip", "AutoClipState"]
 
 
 class AutoClipState(NamedTuple):
@@ -39,7 +33,7 @@ class AutoClipState(NamedTuple):
 
 @register("autoclip")
 @dataclass(frozen=True)
-class AutoClip(Clipper):
+class AutoClip(LimitClipper):
     """Clip by global L2 norm to a percentile of the norms seen so far (AutoClip).
 
     Each update records the global L2 norm in a ring buffer of the last
@@ -86,7 +80,8 @@ class AutoClip(Clipper):
             norms=xp.zeros((self.history_size,), dtype=dtype, device=device), count=counter, index=counter
         )
 
-    def update(self, grads: Any, state: Any, params: Any = None) -> tuple[Any, AutoClipState, ClipInfo]:
+    def check_state(self, state: Any) -> Any:
+        """Raise unless ``state`` is an AutoClipState with ``history_size`` slots; return its norm history."""
         if not isinstance(state, AutoClipState):
             raise TypeError(f"state must be the AutoClipState that init or update returned, got {type(state).__name__}")
         if tuple(state.norms.shape) != (self.history_size,):
@@ -94,31 +89,17 @@ class AutoClip(Clipper):
                 f"state.norms must have shape ({self.history_size},) to match history_size, "
                 f"got {tuple(state.norms.shape)}; call init of this clipper to start a new state"
             )
-        measured = measure(grads, self.nonfinite, state_array=state.norms)
-        xp = measured.xp
-        check_state_namespace(xp, state.norms, measured.leaves)
-        finite = measured.finite
+        return state.norms
 
+    def limit_for(self, xp: Any, norm: Any, finite: Any, state: AutoClipState) -> tuple[Any, AutoClipState]:
+        """Return the percentile of the history with ``norm`` recorded, and that history."""
         size = xp.asarray(self.history_size, dtype=state.count.dtype, device=_xp.device_of(state.count))
         slots = xp.arange(self.history_size, dtype=state.index.dtype, device=_xp.device_of(state.norms))
-        recorded = xp.astype(measured.norm, state.norms.dtype)
+        recorded = xp.astype(norm, state.norms.dtype)
         norms = xp.where((slots == state.index) & finite, recorded, state.norms)
         count = xp.where(finite, xp.minimum(state.count + 1, size), state.count)
         index = xp.where(finite, (state.index + 1) % size, state.index)
 
         threshold = ring_percentile(xp, norms, count, self.percentile)
-        limit = xp.astype(threshold, measured.norm.dtype)
-        clipped, info = scale_to_limit(measured, measured.norm, limit, self.nonfinite)
-        return clipped, AutoClipState(norms=norms, count=count, index=index), info
-
-
-def check_state_namespace(xp: Any, array: Any, leaves: list[Any]) -> None:
-    """Raise TypeError when a state array and the gradients come from different namespaces."""
-    if not leaves or not _xp.is_array(array):
-        return
-    state_namespace = _xp.array_namespace(array)
-    if state_namespace is not xp:
-        raise TypeError(
-            f"state and grads must use one array namespace: grads are {xp.__name__} and the state is "
-            f"{state_namespace.__name__}; call init with gradients like those passed to update"
-        )
+        limit = xp.astype(threshold, norm.dtype)
+        return limit, AutoClipState(norms=norms, count=count, index=index)

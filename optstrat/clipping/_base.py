@@ -24,6 +24,7 @@ __all__ = [
     "as_array",
     "as_threshold",
     "check_nonfinite",
+    "check_state_namespace",
     "factor_to_limit",
     "make_info",
     "measure",
@@ -215,3 +216,15 @@ def make_info(xp: Any, norm: Any, scale: Any, finite: Any, clipped: Any) -> Clip
         finite=as_array(xp, finite),
         clipped=as_array(xp, clipped),
     )
+
+
+def check_state_namespace(xp: Any, array: Any, leaves: list[Any]) -> None:
+    """Raise TypeError when a state array and the gradients come from different namespaces."""
+    if not leaves or not _xp.is_array(array):
+        return
+    state_namespace = _xp.array_namespace(array)
+    if state_namespace is not xp:
+        raise TypeError(
+            f"state and grads must use one array namespace: grads are {xp.__name__} and the state is "
+            f"{state_namespace.__name__}; call init with gradients like those passed to update"
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from optstrat.clipping._base import (
     apply_factors,
     as_threshold,
     check_nonfinite,
+    check_state_namespace,
     factor_to_limit,
     make_info,
     measure,
@@ -20,7 +22,7 @@ from optstrat.clipping._base import (
 from optstrat.clipping._norms import check_norm_type, norm_of_leaves
 from optstrat.config import register
 
-__all__ = ["ClipByGlobalNorm", "scale_to_limit"]
+__all__ = ["ClipByGlobalNorm", "LimitClipper", "scale_to_limit"]
 
 
 @register("clip_by_global_norm")
@@ -90,3 +92,35 @@ def scale_to_limit(measured: Any, norm: Any, limit: Any, nonfinite: str) -> tupl
     leaves = apply_factors(xp, measured.leaves, [scale] * len(measured.leaves), measured.finite, nonfinite)
     info = make_info(xp, measured.norm, xp.astype(scale, measured.norm.dtype), measured.finite, scale < 1)
     return measured.rebuild(leaves), info
+
+
+class LimitClipper(Clipper):
+    """Base class of the clippers that scale every gradient by min(1, limit / norm), with a limit from their state.
+
+    ``norm`` is the global L2 norm, and the limit depends only on it, on
+    whether every value is finite, and on the state. ``update`` measures the
+    norm, calls :meth:`limit_for` and scales. An adapter that measures and
+    scales in place calls :meth:`check_state` and :meth:`limit_for` itself
+    and gets the same result.
+    """
+
+    @abc.abstractmethod
+    def check_state(self, state: Any) -> Any:
+        """Raise unless ``state`` is a state of this clipper; return a state array, whose namespace the gradients share."""
+
+    @abc.abstractmethod
+    def limit_for(self, xp: Any, norm: Any, finite: Any, state: Any) -> tuple[Any, Any]:
+        """Return the limit (a 0-d array of ``norm``'s dtype) and the state after a step with this norm.
+
+        ``norm`` is the global L2 norm of the gradients as a 0-d array, and
+        ``finite`` is True when every value was finite. On a non-finite step
+        the state comes back unchanged.
+        """
+
+    def update(self, grads: Any, state: Any, params: Any = None) -> tuple[Any, Any, ClipInfo]:
+        state_array = self.check_state(state)
+        measured = measure(grads, self.nonfinite, state_array=state_array)
+        check_state_namespace(measured.xp, state_array, measured.leaves)
+        limit, new_state = self.limit_for(measured.xp, measured.norm, measured.finite, state)
+        clipped, info = scale_to_limit(measured, measured.norm, limit, self.nonfinite)
+        return clipped, new_state, info

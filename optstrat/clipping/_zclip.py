@@ -7,16 +7,12 @@ from typing import Any, NamedTuple
 
 from optstrat import _xp
 from optstrat._validate import check_int, check_number
-from optstrat.clipping._autoclip import check_state_namespace
 from optstrat.clipping._base import (
     DEFAULT_NONFINITE,
-    ClipInfo,
-    Clipper,
     as_threshold,
     check_nonfinite,
-    measure,
 )
-from optstrat.clipping._global import scale_to_limit
+from optstrat.clipping._global import LimitClipper
 from optstrat.clipping._norms import accumulation, safe_sqrt
 from optstrat.clipping._tree import flatten, namespace_of_leaves
 from optstrat.config import register
@@ -42,7 +38,7 @@ class ZClipState(NamedTuple):
 
 @register("zclip")
 @dataclass(frozen=True)
-class ZClip(Clipper):
+class ZClip(LimitClipper):
     """Clip global-norm spikes to ``mean + z_threshold * std`` of an EMA of past norms (ZClip).
 
     Warmup: the first ``warmup_steps`` finite updates pass unchanged and only
@@ -102,32 +98,33 @@ class ZClip(Clipper):
         zero = xp.asarray(0.0, dtype=accumulation(xp, leaves).result, device=device)
         return ZClipState(mean=zero, variance=zero, count=xp.asarray(0, dtype=xp.int32, device=device))
 
-    def update(self, grads: Any, state: Any, params: Any = None) -> tuple[Any, ZClipState, ClipInfo]:
+    def check_state(self, state: Any) -> Any:
+        """Raise TypeError unless ``state`` is a ZClipState; return its running mean."""
         if not isinstance(state, ZClipState):
             raise TypeError(f"state must be the ZClipState that init or update returned, got {type(state).__name__}")
-        measured = measure(grads, self.nonfinite, state_array=state.mean)
-        xp = measured.xp
-        check_state_namespace(xp, state.mean, measured.leaves)
-        finite = measured.finite
+        return state.mean
+
+    def limit_for(self, xp: Any, norm: Any, finite: Any, state: ZClipState) -> tuple[Any, ZClipState]:
+        """Return the limit for a step with global L2 norm ``norm``, and the updated running statistics."""
         mean = state.mean
         variance = state.variance
         # A non-finite norm changes nothing, so the mean replaces it here and no inf - inf occurs.
-        norm = xp.where(finite, xp.astype(measured.norm, mean.dtype), mean)
+        recorded_norm = xp.where(finite, xp.astype(norm, mean.dtype), mean)
 
         # Warmup: Welford's running mean and population variance of the recorded norms.
         warming = state.count < self.warmup_steps
         recorded = xp.astype(state.count + 1, mean.dtype)
-        delta = norm - mean
+        delta = recorded_norm - mean
         warm_mean = mean + delta / recorded
-        warm_variance = variance + (delta * (norm - warm_mean) - variance) / recorded
+        warm_variance = variance + (delta * (recorded_norm - warm_mean) - variance) / recorded
 
         # After warmup: the z-score against the running statistics decides the threshold.
         std = safe_sqrt(xp, variance)
-        z_score = (norm - mean) / (std + ZCLIP_EPS)
+        z_score = (recorded_norm - mean) / (std + ZCLIP_EPS)
         z_threshold = as_threshold(xp, self.z_threshold, mean)
         spike = (z_score > z_threshold) & xp.logical_not(warming)
         threshold = mean + z_threshold * std
-        effective = xp.where(spike, threshold, norm)
+        effective = xp.where(spike, threshold, recorded_norm)
         ema_mean = self.alpha * mean + (1 - self.alpha) * effective
         ema_variance = self.alpha * variance + (1 - self.alpha) * (effective - ema_mean) ** 2
 
@@ -137,7 +134,5 @@ class ZClip(Clipper):
             count=xp.where(finite & warming, state.count + 1, state.count),
         )
         # Outside a spike the limit is the norm itself, so the factor is exactly 1.
-        limit = xp.astype(xp.where(spike, threshold, norm), measured.norm.dtype)
-        clipped, info = scale_to_limit(measured, measured.norm, limit, self.nonfinite)
-        return clipped, new_state, info
-
+        limit = xp.astype(xp.where(spike, threshold, recorded_norm), norm.dtype)
+        return limit, new_state

@@ -1,9 +1,10 @@
-"""The torch._foreach_* fast path of global-norm clipping, held equal to the core's ClipByGlobalNorm."""
+"""The torch._foreach_* fast paths, held equal to the core's ClipByGlobalNorm, ZClip and AutoClip."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,7 +14,7 @@ torch = pytest.importorskip("torch")
 import array_api_compat.torch as torch_xp  # noqa: E402
 
 import optstrat as ops  # noqa: E402
-from optstrat.clipping import NonFiniteGradientError  # noqa: E402
+from optstrat.clipping import EmptyState, NonFiniteGradientError  # noqa: E402
 from optstrat.clipping._base import apply_factors, as_threshold, factor_to_limit  # noqa: E402
 from optstrat_torch import _foreach, clip_, clip_grad_norm_  # noqa: E402
 
@@ -453,3 +454,96 @@ def test_non_contiguous_gradient(rows):
 
     torch.testing.assert_close(result.info.norm, expected_info.norm, rtol=NORM_RTOL, atol=0.0)
     assert_close_to_core([clipped], expected)
+
+
+# Clippers whose limit comes from the global norm and their state ---------------------------------------
+
+LIMIT_CLIPPERS = {
+    "zclip": ops.ZClip(alpha=0.5, z_threshold=1.0, warmup_steps=3),
+    "autoclip": ops.AutoClip(percentile=50.0, history_size=4),
+}
+
+
+def limit_steps(seed):
+    """Return gradient sets for eight steps, whose scales include a spike after a calm start."""
+    generator = torch.Generator().manual_seed(seed)
+    scales = [1.0, 1.1, 0.9, 1.0, 8.0, 1.0, 0.05, 30.0]
+    shapes = [(3 * _foreach.ROW + 7,), (2 * _foreach.SHORT + 3,), (5, 7), (1,)]
+    return [[torch.randn(shape, generator=generator) * scale for shape in shapes] for scale in scales]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", LIMIT_CLIPPERS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_limit_clippers_match_core_over_steps(mode, name, seed):
+    clipper = LIMIT_CLIPPERS[name]
+    steps = limit_steps(seed)
+    core_state = clipper.init(steps[0])
+    fast_state = clipper.init(steps[0])
+    clipped_steps = 0
+
+    for grads in steps:
+        expected, core_state, expected_info = clipper.update(clone_all(grads), core_state)
+        clipped = clone_all(grads)
+        result = _foreach.clip_by_limit_(clipped, clipper, fast_state, sync_free=MODES[mode])
+        assert result is not None
+        fast_state, info = result
+
+        assert_close_to_core(clipped, expected)
+        torch.testing.assert_close(info.norm, expected_info.norm, rtol=NORM_RTOL, atol=0.0)
+        torch.testing.assert_close(info.scale, expected_info.scale, rtol=NORM_RTOL, atol=0.0)
+        assert bool(info.clipped) == bool(expected_info.clipped)
+        assert bool(info.finite)
+        for ours, reference in zip(fast_state, core_state):
+            torch.testing.assert_close(ours, reference, rtol=NORM_RTOL, atol=0.0)
+        clipped_steps += int(bool(info.clipped))
+    # The spikes are clipped, so the comparison covered clipped steps as well as calm ones.
+    assert clipped_steps >= 1
+
+
+@pytest.mark.parametrize("name", LIMIT_CLIPPERS)
+@pytest.mark.parametrize("bad_value", NONFINITE_VALUES)
+def test_limit_clippers_nonfinite_step(name, bad_value):
+    clipper = LIMIT_CLIPPERS[name]
+    grads = nonfinite_grads(bad_value)
+    state = clipper.init(grads)
+    clipped = clone_all(grads)
+
+    # The CPU mode hands non-finite gradients to the core and changes nothing.
+    assert _foreach.clip_by_limit_(clipped, clipper, state) is None
+    assert_same_values(clipped, grads)
+
+    # The accelerator mode zeroes them and keeps the state, as the core's "skip" policy does.
+    new_state, info = _foreach.clip_by_limit_(clipped, clipper, state, sync_free=True)
+    assert not bool(info.finite)
+    assert all(bool((grad == 0).all()) for grad in clipped)
+    for ours, before in zip(new_state, state):
+        torch.testing.assert_close(ours, before, rtol=0.0, atol=0.0)
+
+
+def test_clip_takes_limit_fast_path_through_clip_():
+    # clip_ on plain CPU tensors gives the core's result for a stateful clipper, step after step.
+    clipper = LIMIT_CLIPPERS["zclip"]
+    steps = limit_steps(2)
+    params = [_param(grad) for grad in steps[0]]
+    core_state = clipper.init(steps[0])
+    state = None
+
+    for grads in steps:
+        for param, grad in zip(params, grads):
+            param.grad = grad.clone()
+        expected, core_state, _ = clipper.update(clone_all(grads), core_state)
+        state, info = clip_(params, clipper, state)
+
+        assert_close_to_core([param.grad for param in params], expected)
+    torch.testing.assert_close(state.mean, core_state.mean, rtol=NORM_RTOL, atol=0.0)
+
+
+def test_limit_clipper_rejects_wrong_state():
+    clipped = [torch.ones(3)]
+
+    with pytest.raises(TypeError, match="state must be the ZClipState"):
+        _foreach.clip_by_limit_(clipped, LIMIT_CLIPPERS["zclip"], EmptyState())
+    with pytest.raises(TypeError, match="state and grads must use one array namespace"):
+        _foreach.clip_by_limit_(clipped, LIMIT_CLIPPERS["autoclip"], LIMIT_CLIPPERS["autoclip"].init([np.ones(3)]))
+    assert_same_values(clipped, [torch.ones(3)])
