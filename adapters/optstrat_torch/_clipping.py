@@ -163,6 +163,9 @@ def _clip_collected(
     # The portable path: the core computes every clipped gradient before any is written,
     # so an exception leaves all gradients as they were. Tensor subclasses such as DTensor
     # take it, and it works through their op dispatch.
+    # NOTE: ClipByNorm, ClipByValue and AdaptiveClip always take this path, which converts every
+    # gradient to float64 for its norm and copies the results back, so on large models it is
+    # many times slower than the fast paths above.
     # NOTE: gradients on several devices fail here, because the core adds per-tensor norms
     # without moving them to one device. The fast paths above move them, so this concerns
     # the per-tensor clippers and the fast paths' fallbacks (non-finite or extreme values on the CPU).
