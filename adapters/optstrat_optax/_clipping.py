@@ -9,7 +9,15 @@ import jax.numpy as jnp
 import optax
 
 from optstrat.clipping import DEFAULT_NONFINITE, ClipByGlobalNorm, ClipInfo, Clipper, global_norm
-from optstrat.clipping._base import apply_factors, as_threshold, factor_to_limit, make_info, raise_if_nonfinite
+from optstrat.clipping._base import (
+    apply_factors,
+    as_threshold,
+    check_state_namespace,
+    factor_to_limit,
+    make_info,
+    raise_if_nonfinite,
+)
+from optstrat.clipping._global import LimitClipper
 from optstrat.clipping._norms import l2_norm_and_finite, safe_sqrt
 
 __all__ = ["ClipState", "clip", "clip_by_global_norm", "last_clip_info"]
@@ -145,29 +153,38 @@ def clip_leaves(clipper: Clipper | None, leaves: list[Any], clipper_state: Any, 
         )
         return leaves, clipper_state, info
     if _takes_fast_path(clipper, leaves):
-        clipped, info = _clip_by_global_norm_fast(clipper, leaves)
-        return clipped, clipper_state, info
+        return _clip_by_global_l2_fast(clipper, leaves, clipper_state)
     clipped, clipper_state, info = clipper.update(leaves, clipper_state, param_leaves)
     # The core returns NumPy values for an empty pytree, but the state must contain JAX arrays.
     return list(clipped), clipper_state, ClipInfo(*(jnp.asarray(field) for field in info))
 
 
 def _takes_fast_path(clipper: Clipper, leaves: list[Any]) -> bool:
-    """Tell whether ``clipper`` is ClipByGlobalNorm with the L2 norm on float16, bfloat16 or float32 leaves.
+    """Tell whether ``clipper`` scales by the global L2 norm, and ``leaves`` are float16, bfloat16 or float32.
 
-    With 64-bit mode on, the core sums squares in float64 instead, and it decides.
+    Such clippers are ClipByGlobalNorm with the L2 norm and the LimitClipper
+    kinds (ZClip, AutoClip). With 64-bit mode on, the core sums squares in
+    float64 instead, and it decides.
     """
+    by_global_l2 = (type(clipper) is ClipByGlobalNorm and clipper.norm_type == 2.0) or isinstance(
+        clipper, LimitClipper
+    )
     return (
-        type(clipper) is ClipByGlobalNorm
-        and clipper.norm_type == 2.0
+        by_global_l2
         and bool(leaves)
         and not jax.config.jax_enable_x64
         and all(leaf.dtype in (jnp.float16, jnp.bfloat16, jnp.float32) for leaf in leaves)
     )
 
 
-def _clip_by_global_norm_fast(clipper: ClipByGlobalNorm, leaves: list[Any]) -> tuple[list[Any], ClipInfo]:
+def _clip_by_global_l2_fast(
+    clipper: ClipByGlobalNorm | LimitClipper, leaves: list[Any], clipper_state: Any
+) -> tuple[list[Any], Any, ClipInfo]:
     """Clip as ``clipper.update`` does, reading the gradients once when no clipping is needed.
+
+    Returns the clipped leaves, the clipper's new state and the ClipInfo. A
+    LimitClipper's limit and new state come from its ``limit_for``; the
+    limit of ClipByGlobalNorm is ``max_norm``.
 
     Without 64-bit mode the core multiplies every value by a power of two
     chosen from the largest magnitude before squaring, which costs a pass of
@@ -189,7 +206,12 @@ def _clip_by_global_norm_fast(clipper: ClipByGlobalNorm, leaves: list[Any]) -> t
     )
     raise_if_nonfinite(finite, norm, clipper.nonfinite)
 
-    factor = factor_to_limit(jnp, norm, as_threshold(jnp, clipper.max_norm, norm))
+    if isinstance(clipper, LimitClipper):
+        check_state_namespace(jnp, clipper.check_state(clipper_state), leaves)
+        limit, clipper_state = clipper.limit_for(jnp, norm, finite, clipper_state)
+    else:
+        limit = as_threshold(jnp, clipper.max_norm, norm)
+    factor = factor_to_limit(jnp, norm, limit)
     fallback = jnp.ones_like(factor) if clipper.nonfinite == "propagate" else jnp.zeros_like(factor)
     scale = jnp.where(finite, factor, fallback)
     clipped = jax.lax.cond(
@@ -197,7 +219,7 @@ def _clip_by_global_norm_fast(clipper: ClipByGlobalNorm, leaves: list[Any]) -> t
         lambda: apply_factors(jnp, leaves, [scale] * len(leaves), finite, clipper.nonfinite),
         lambda: list(leaves),
     )
-    return clipped, make_info(jnp, norm, scale, finite, scale < 1)
+    return clipped, clipper_state, make_info(jnp, norm, scale, finite, scale < 1)
 
 
 def initial_info(clipper: Clipper | None, leaves: list[Any], clipper_state: Any) -> ClipInfo:

@@ -172,6 +172,45 @@ def test_which_clippers_take_fast_path():
 
     assert _takes_fast_path(ops.ClipByGlobalNorm(max_norm=1.0), leaves)
     assert not _takes_fast_path(ops.ClipByGlobalNorm(max_norm=1.0, norm_type=1.0), leaves)
-    assert not _takes_fast_path(ops.AutoClip(), leaves)
+    assert _takes_fast_path(ops.AutoClip(), leaves)
+    assert _takes_fast_path(ops.ZClip(), leaves)
+    assert not _takes_fast_path(ops.ClipByNorm(max_norm=1.0), leaves)
     assert not _takes_fast_path(ops.ClipByGlobalNorm(max_norm=1.0), [])
     assert not _takes_fast_path(ops.ClipByGlobalNorm(max_norm=1.0), [jnp.zeros(2, dtype=jnp.int32)])
+
+
+LIMIT_CLIPPERS = {
+    "zclip": ops.ZClip(alpha=0.5, z_threshold=1.0, warmup_steps=3),
+    "autoclip": ops.AutoClip(percentile=50.0, history_size=4),
+}
+
+
+@pytest.mark.parametrize("name", LIMIT_CLIPPERS)
+def test_limit_clippers_match_core_over_steps(name):
+    clipper = LIMIT_CLIPPERS[name]
+    rng = np.random.default_rng(5)
+    # A calm start, a spike, calm again, a tiny step, a NaN step and another spike.
+    scales = [1.0, 1.1, 0.9, 1.0, 8.0, 1.0, 0.05, math.nan, 30.0]
+    shapes = [(40, 3), (7,), (1,)]
+    transform = clip(clipper)
+    update = jax.jit(transform.update)
+    first = [jnp.zeros(shape, dtype=jnp.float32) for shape in shapes]
+    state = transform.init(first)
+    core_state = clipper.init(first)
+    clipped_steps = 0
+
+    for scale in scales:
+        grads = [jnp.asarray(rng.standard_normal(shape) * scale, dtype=jnp.float32) for shape in shapes]
+        expected, core_state, expected_info = clipper.update(list(grads), core_state)
+        clipped, state = update(list(grads), state)
+
+        assert_leaves_close(clipped, expected)
+        np.testing.assert_allclose(state.info.norm, expected_info.norm, rtol=RTOL)
+        np.testing.assert_allclose(state.info.scale, expected_info.scale, rtol=RTOL)
+        assert bool(state.info.finite) == bool(expected_info.finite)
+        for ours, reference in zip(state.clipper_state, core_state):
+            np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=RTOL)
+        clipped_steps += int(bool(state.info.clipped))
+    # The spikes are clipped, so clipped and calm steps were both compared.
+    assert clipped_steps >= 1
+
