@@ -46,6 +46,9 @@ def clip(clipper: Clipper) -> optax.GradientTransformation:
     The adaptive clippers need them. The state is a :class:`ClipState`, so the
     pre-clip norm can be logged from the optimizer state with
     :func:`last_clip_info`. Everything runs under ``jax.jit`` and ``jax.vmap``.
+    ClipByGlobalNorm with the L2 norm, ZClip and AutoClip on float16,
+    bfloat16 and float32 leaves (without 64-bit mode) take a path that reads
+    the gradients once when nothing is clipped and gives the core's result.
 
     A non-finite gradient under the default policy ``nonfinite="skip"``
     becomes zeros, but an optimizer chained after ``clip`` still counts the
