@@ -36,6 +36,21 @@ def test_clip_benchmark_quick_prints_table(tmp_path):
     assert all(result["ratio"] > 0 and result["norm_only_ms"] > 0 for result in report["results"])
 
 
+@pytest.mark.skipif(not FRAMEWORKS, reason="neither torch nor jax is installed")
+def test_clip_kinds_benchmark_quick_prints_table():
+    command = [sys.executable, str(ROOT / "benchmarks" / "clip_kinds.py"), "--quick", "--frameworks", *FRAMEWORKS]
+
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "| framework | clipper | optstrat ms | framework ms | ratio |" in lines
+    kinds = ["clip_by_global_norm", "zclip", "autoclip", "clip_by_norm", "clip_by_value", "adaptive_clip"]
+    for framework in FRAMEWORKS:
+        for kind in kinds:
+            assert any(line.startswith(f"| {framework} | {kind} |") for line in lines), (framework, kind)
+
+
 def test_model_shapes_add_up():
     spec = importlib.util.spec_from_file_location("optstrat_benchmark_clip", ROOT / "benchmarks" / "clip.py")
     clip = importlib.util.module_from_spec(spec)
