@@ -9,7 +9,7 @@ values), next to the framework's ``clip_grad_norm_`` (torch) or
   carried from call to call;
 * JAX on the CPU: ``optstrat_optax.clip`` with the clipper, jitted.
 
-The thresholds are set so that nothing is clipped, so every call sees the
+The thresholds are set so that nothing is clipped, so every call gets the
 same values. The ratio is optstrat / framework. ClipByGlobalNorm, ZClip and
 AutoClip take the adapters' fast paths; the per-tensor kinds take the
 portable core.
