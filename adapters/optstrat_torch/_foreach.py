@@ -39,11 +39,20 @@ import numpy as np
 import torch
 
 from optstrat import _xp
-from optstrat.clipping import ClipByGlobalNorm, ClipInfo
+from optstrat.clipping import ClipByGlobalNorm, ClipByValue, ClipInfo
 from optstrat.clipping._base import as_threshold, check_state_namespace, factor_to_limit, raise_if_nonfinite
 from optstrat.clipping._global import LimitClipper
 
-__all__ = ["BLOCK", "ROW", "SHORT", "GlobalNormResult", "clip_by_global_norm_", "clip_by_limit_", "supports"]
+__all__ = [
+    "BLOCK",
+    "ROW",
+    "SHORT",
+    "GlobalNormResult",
+    "clip_by_global_norm_",
+    "clip_by_limit_",
+    "clip_by_value_",
+    "supports",
+]
 
 #: Elements per row whose L2 norm the CPU kernel computes in float32 before
 #: the rows are combined in float64. On 10**7 equal values torch 2.13's
@@ -194,6 +203,39 @@ def clip_by_limit_(
     elif bool(scale < 1):
         _scale_(groups, float(scale))
     return new_state, ClipInfo(norm=norm, scale=scale, finite=finite, clipped=scale < 1)
+
+
+def clip_by_value_(grads: list[torch.Tensor], clipper: ClipByValue) -> ClipInfo | None:
+    """Clip ``grads`` in place as ``clipper.update`` would; return None, changing nothing, when the core must decide.
+
+    CPU tensors only: the L2 norm of ``ClipInfo.norm`` is measured as in
+    :func:`clip_by_global_norm_` and the largest magnitude with
+    ``torch.aminmax``. Tensors are clamped in place, and only when some value
+    exceeds the bound (``max_value`` rounded to each tensor's dtype, as in the
+    core). None comes back for gradients off the CPU, for non-finite values
+    and for norms the float32 kernels cannot be trusted with.
+    """
+    groups = _group_by_device_and_dtype(grads)
+    if any(device.type != "cpu" for device, _ in groups):
+        return None
+    result_dtype = torch.float64 if any(dtype == torch.float64 for _, dtype in groups) else torch.float32
+    first_device = grads[0].device
+    l2_norm = _total_norm(groups, 2.0, first_device, sync_free=False)
+    largest = _total_norm(groups, math.inf, first_device, sync_free=False)
+    if not (_trusted(l2_norm, 2.0, sum(grad.numel() for grad in grads)) and math.isfinite(float(largest))):
+        return None
+
+    largest = largest.to(result_dtype)
+    xp = _xp.array_namespace(largest)
+    scale = factor_to_limit(xp, largest, as_threshold(xp, clipper.max_value, largest))
+    if bool(scale < 1):
+        for (_, dtype), tensors in groups.items():
+            bound = float(as_threshold(xp, clipper.max_value, tensors[0]))
+            for tensor in tensors:
+                tensor.clamp_(min=-bound, max=bound)
+    return ClipInfo(
+        norm=l2_norm.to(result_dtype), scale=scale, finite=torch.ones((), dtype=torch.bool), clipped=scale < 1
+    )
 
 
 def _finish_sync_free(

@@ -547,3 +547,52 @@ def test_limit_clipper_rejects_wrong_state():
     with pytest.raises(TypeError, match="state and grads must use one array namespace"):
         _foreach.clip_by_limit_(clipped, LIMIT_CLIPPERS["autoclip"], LIMIT_CLIPPERS["autoclip"].init([np.ones(3)]))
     assert_same_values(clipped, [torch.ones(3)])
+
+
+# Clipping by value ------------------------------------------------------------------------------------
+
+
+@settings(max_examples=15)  # each example runs the core in float64 on up to 10**6 values
+@given(grads=gradient_lists(), max_value_fraction=st.sampled_from([0.0, 0.01, 0.5, 1.0, 2.0]))
+def test_clip_by_value_matches_core(grads, max_value_fraction):
+    largest = float(ops.global_norm(grads, "inf"))
+    clipper = ops.ClipByValue(max_value=largest * max_value_fraction)
+    expected, expected_info = core_update(grads, clipper)
+    clipped = clone_all(grads)
+
+    info = _foreach.clip_by_value_(clipped, clipper)
+
+    if info is None:
+        # Only norms the float32 rows cannot be trusted with go to the core.
+        assert float(expected_info.norm) == 0.0 or float(expected_info.norm) < 2.0**-30
+        assert_same_values(clipped, grads)
+        return
+    # Clamping is exact, so every value equals the core's.
+    assert_same_values(clipped, expected)
+    torch.testing.assert_close(info.norm, expected_info.norm, rtol=NORM_RTOL, atol=0.0)
+    assert_same_values([info.scale], [expected_info.scale])
+    assert bool(info.clipped) == bool(expected_info.clipped)
+    assert bool(info.finite)
+
+
+@pytest.mark.parametrize("bad_value", NONFINITE_VALUES)
+def test_clip_by_value_hands_nonfinite_to_core(bad_value):
+    grads = nonfinite_grads(bad_value)
+    clipped = clone_all(grads)
+
+    assert _foreach.clip_by_value_(clipped, ops.ClipByValue(max_value=1.0)) is None
+    assert_same_values(clipped, grads)
+
+
+def test_clip_by_value_float16_bound_rounds_like_core():
+    # 0.1 is not a float16 value, so the bound is 0.1 rounded to float16, as in the core.
+    grads = [torch.tensor([0.3, -0.05, -7.0], dtype=torch.float16), torch.full((2 * _foreach.SHORT,), 0.25)]
+    clipper = ops.ClipByValue(max_value=0.1)
+    expected, expected_info = core_update(grads, clipper)
+    params = [_param(grad) for grad in grads]
+
+    state, info = clip_(params, clipper)
+
+    assert_same_values([param.grad for param in params], expected)
+    assert bool(info.clipped)
+    assert float(params[0].grad[0]) == float(torch.tensor(0.1, dtype=torch.float16))
