@@ -7,7 +7,15 @@ from typing import Any
 
 import torch
 
-from optstrat.clipping import DEFAULT_NONFINITE, ClipByGlobalNorm, ClipByValue, ClipInfo, Clipper, global_norm
+from optstrat.clipping import (
+    DEFAULT_NONFINITE,
+    ClipByGlobalNorm,
+    ClipByNorm,
+    ClipByValue,
+    ClipInfo,
+    Clipper,
+    global_norm,
+)
 from optstrat.clipping._global import LimitClipper
 from optstrat_torch import _foreach
 
@@ -154,11 +162,14 @@ def _clip_collected(
             result = _foreach.clip_by_global_norm_(grads, clipper)
         if result is not None:
             return state, result.info
-    if type(clipper) is ClipByValue and _foreach.supports(grads):
+    if type(clipper) in (ClipByNorm, ClipByValue) and _foreach.supports(grads):
         with torch.no_grad():
-            value_info = _foreach.clip_by_value_(grads, clipper)
-        if value_info is not None:
-            return state, value_info
+            if type(clipper) is ClipByNorm:
+                local_info = _foreach.clip_by_norm_(grads, clipper)
+            else:
+                local_info = _foreach.clip_by_value_(grads, clipper)
+        if local_info is not None:
+            return state, local_info
     if isinstance(clipper, LimitClipper) and _foreach.supports(grads):
         with torch.no_grad():
             limited = _foreach.clip_by_limit_(grads, clipper, state)

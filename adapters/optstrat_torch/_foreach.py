@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from optstrat import _xp
-from optstrat.clipping import ClipByGlobalNorm, ClipByValue, ClipInfo
+from optstrat.clipping import ClipByGlobalNorm, ClipByNorm, ClipByValue, ClipInfo
 from optstrat.clipping._base import as_threshold, check_state_namespace, factor_to_limit, raise_if_nonfinite
 from optstrat.clipping._global import LimitClipper
 
@@ -50,6 +50,7 @@ __all__ = [
     "GlobalNormResult",
     "clip_by_global_norm_",
     "clip_by_limit_",
+    "clip_by_norm_",
     "clip_by_value_",
     "supports",
 ]
@@ -236,6 +237,46 @@ def clip_by_value_(grads: list[torch.Tensor], clipper: ClipByValue) -> ClipInfo 
     return ClipInfo(
         norm=l2_norm.to(result_dtype), scale=scale, finite=torch.ones((), dtype=torch.bool), clipped=scale < 1
     )
+
+
+def clip_by_norm_(grads: list[torch.Tensor], clipper: ClipByNorm) -> ClipInfo | None:
+    """Clip ``grads`` in place as ``clipper.update`` would; return None, changing nothing, when the core must decide.
+
+    CPU tensors only. Each tensor's ``norm_type``-norm is measured on its own
+    as :func:`clip_by_global_norm_` measures all of them, and a tensor is
+    multiplied by its factor min(1, max_norm / norm) only when the factor is
+    below 1. None comes back for gradients off the CPU, for non-finite values
+    and for norms the float32 kernels cannot be trusted with.
+    """
+    groups = _group_by_device_and_dtype(grads)
+    if any(device.type != "cpu" for device, _ in groups):
+        return None
+    result_dtype = torch.float64 if any(dtype == torch.float64 for _, dtype in groups) else torch.float32
+    first_device = grads[0].device
+    l2_norm = _total_norm(groups, 2.0, first_device, sync_free=False)
+    if not _trusted(l2_norm, 2.0, sum(grad.numel() for grad in grads)):
+        return None
+
+    xp = _xp.array_namespace(l2_norm)
+    factors = []
+    for grad in grads:
+        if grad.numel() == 0:
+            continue
+        partial = _cpu_partial_norms([grad], clipper.norm_type)
+        norm = torch.linalg.vector_norm(partial, clipper.norm_type)
+        # A zero norm can hide squares that underflowed, unless every value is zero.
+        if not _trusted(norm, clipper.norm_type, grad.numel()) and (float(norm) != 0.0 or bool(grad.any())):
+            return None
+        # As in the core, each tensor's norm and factor are float64 only for a float64 tensor.
+        norm = norm.to(torch.float64 if grad.dtype == torch.float64 else torch.float32)
+        factors.append((grad, factor_to_limit(xp, norm, as_threshold(xp, clipper.max_norm, norm))))
+
+    scale = torch.ones((), dtype=result_dtype)
+    for grad, factor in factors:
+        scale = torch.minimum(scale, factor.to(result_dtype))
+        if bool(factor < 1):
+            grad.mul_(factor.to(_product_dtype(grad.dtype)))
+    return ClipInfo(norm=l2_norm.to(result_dtype), scale=scale, finite=torch.ones((), dtype=torch.bool), clipped=scale < 1)
 
 
 def _finish_sync_free(

@@ -596,3 +596,58 @@ def test_clip_by_value_float16_bound_rounds_like_core():
     assert_same_values([param.grad for param in params], expected)
     assert bool(info.clipped)
     assert float(params[0].grad[0]) == float(torch.tensor(0.1, dtype=torch.float16))
+
+
+# Clipping each tensor by its own norm -----------------------------------------------------------------
+
+
+@settings(max_examples=15)  # each example runs the core in float64 on up to 10**6 values
+@given(
+    grads=gradient_lists(),
+    norm_type=st.sampled_from(NORM_TYPES),
+    max_norm_fraction=st.sampled_from([0.0, 0.01, 0.5, 1.0, 2.0]),
+)
+def test_clip_by_norm_matches_core(grads, norm_type, max_norm_fraction):
+    # The threshold is a fraction of the largest tensor norm, so some tensors are clipped and some not.
+    largest_norm = max([float(ops.global_norm([grad], norm_type)) for grad in grads], default=0.0)
+    clipper = ops.ClipByNorm(max_norm=largest_norm * max_norm_fraction, norm_type=norm_type)
+    expected, expected_info = core_update(grads, clipper)
+    clipped = clone_all(grads)
+
+    info = _foreach.clip_by_norm_(clipped, clipper)
+
+    if info is None:
+        # Only norms the float32 kernels cannot be trusted with go to the core: a global L2
+        # norm, or a tensor's p-th power sum, so small that terms could have underflowed.
+        def may_underflow(grad, p):
+            norm = float(ops.global_norm([grad], p))
+            return 1.0 < p < math.inf and 0.0 < norm and norm**p < grad.numel() * 2.0**-86
+
+        assert float(expected_info.norm) < 2.0**-30 or any(may_underflow(grad, clipper.norm_type) for grad in grads)
+        assert_same_values(clipped, grads)
+        return
+    assert_close_to_core(clipped, expected)
+    torch.testing.assert_close(info.norm, expected_info.norm, rtol=NORM_RTOL, atol=0.0)
+    torch.testing.assert_close(info.scale, expected_info.scale, rtol=NORM_RTOL, atol=0.0)
+    assert bool(info.finite)
+
+
+def test_clip_by_norm_scales_each_tensor_on_its_own():
+    grads = [torch.tensor([6.0, 8.0]), torch.full((2 * _foreach.SHORT,), 0.001), torch.zeros(3)]
+    params = [_param(grad) for grad in grads]
+
+    state, info = clip_(params, ops.ClipByNorm(max_norm=5.0))
+
+    torch.testing.assert_close(params[0].grad, torch.tensor([3.0, 4.0]))
+    assert_same_values([params[1].grad, params[2].grad], grads[1:])
+    torch.testing.assert_close(info.scale, torch.tensor(0.5))
+    assert bool(info.clipped)
+
+
+@pytest.mark.parametrize("bad_value", NONFINITE_VALUES)
+def test_clip_by_norm_hands_nonfinite_to_core(bad_value):
+    grads = nonfinite_grads(bad_value)
+    clipped = clone_all(grads)
+
+    assert _foreach.clip_by_norm_(clipped, ops.ClipByNorm(max_norm=1.0)) is None
+    assert_same_values(clipped, grads)
