@@ -252,18 +252,19 @@ def clip_by_norm_(grads: list[torch.Tensor], clipper: ClipByNorm) -> ClipInfo | 
     if any(device.type != "cpu" for device, _ in groups):
         return None
     result_dtype = torch.float64 if any(dtype == torch.float64 for _, dtype in groups) else torch.float32
-    first_device = grads[0].device
-    l2_norm = _total_norm(groups, 2.0, first_device, sync_free=False)
+    present = [grad for grad in grads if grad.numel() > 0]
+    norms = [torch.linalg.vector_norm(_cpu_partial_norms([grad], clipper.norm_type), clipper.norm_type) for grad in present]
+    if clipper.norm_type == 2.0:
+        # The tensors' L2 norms give the global one without another pass over the gradients.
+        l2_norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros((), dtype=torch.float64)
+    else:
+        l2_norm = _total_norm(groups, 2.0, grads[0].device, sync_free=False)
     if not _trusted(l2_norm, 2.0, sum(grad.numel() for grad in grads)):
         return None
 
     xp = _xp.array_namespace(l2_norm)
     factors = []
-    for grad in grads:
-        if grad.numel() == 0:
-            continue
-        partial = _cpu_partial_norms([grad], clipper.norm_type)
-        norm = torch.linalg.vector_norm(partial, clipper.norm_type)
+    for grad, norm in zip(present, norms):
         # A zero norm can hide squares that underflowed, unless every value is zero.
         if not _trusted(norm, clipper.norm_type, grad.numel()) and (float(norm) != 0.0 or bool(grad.any())):
             return None
