@@ -97,8 +97,9 @@ def clip_(parameters: Parameters, clipper: Clipper, state: Any = None) -> tuple[
     ``.grad`` tensors (``grad.copy_``), so the optimizer uses them and no
     tensor is replaced. On plain tensors, :class:`optstrat.ClipByGlobalNorm`,
     :class:`optstrat.ZClip` and :class:`optstrat.AutoClip` instead take the
-    in-place fast path described in :func:`clip_grad_norm_`, with the same
-    result. Returns ``(state, info)``: the clipper's new state,
+    in-place fast path described in :func:`clip_grad_norm_`, and on CPU
+    tensors :class:`optstrat.ClipByNorm` and :class:`optstrat.ClipByValue`
+    take in-place paths of their own, all with the core's result. Returns ``(state, info)``: the clipper's new state,
     to pass to the next call, and its :class:`optstrat.ClipInfo` of 0-d
     tensors (norm before clipping, scale applied, whether all gradients were
     finite, whether any value changed). ``state=None`` starts from
@@ -179,9 +180,9 @@ def _clip_collected(
     # The portable path: the core computes every clipped gradient before any is written,
     # so an exception leaves all gradients as they were. Tensor subclasses such as DTensor
     # take it, and it works through their op dispatch.
-    # NOTE: ClipByNorm, ClipByValue and AdaptiveClip always take this path, which converts every
-    # gradient to float64 for its norm and copies the results back, so on large models it is
-    # many times slower than the fast paths above.
+    # NOTE: AdaptiveClip always takes this path, which converts every gradient to float64 for
+    # its norms and copies the results back, so on large models it is many times slower than
+    # the fast paths above.
     # NOTE: gradients on several devices fail here, because the core adds per-tensor norms
     # without moving them to one device. The fast paths above move them, so this concerns
     # the per-tensor clippers and the fast paths' fallbacks (non-finite or extreme values on the CPU).
