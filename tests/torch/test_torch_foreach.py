@@ -575,15 +575,6 @@ def test_clip_by_value_matches_core(grads, max_value_fraction):
     assert bool(info.finite)
 
 
-@pytest.mark.parametrize("bad_value", NONFINITE_VALUES)
-def test_clip_by_value_hands_nonfinite_to_core(bad_value):
-    grads = nonfinite_grads(bad_value)
-    clipped = clone_all(grads)
-
-    assert _foreach.clip_by_value_(clipped, ops.ClipByValue(max_value=1.0)) is None
-    assert_same_values(clipped, grads)
-
-
 def test_clip_by_value_float16_bound_rounds_like_core():
     # 0.1 is not a float16 value, so the bound is 0.1 rounded to float16, as in the core.
     grads = [torch.tensor([0.3, -0.05, -7.0], dtype=torch.float16), torch.full((2 * _foreach.SHORT,), 0.25)]
@@ -645,9 +636,17 @@ def test_clip_by_norm_scales_each_tensor_on_its_own():
 
 
 @pytest.mark.parametrize("bad_value", NONFINITE_VALUES)
-def test_clip_by_norm_hands_nonfinite_to_core(bad_value):
+@pytest.mark.parametrize(
+    ("path", "clipper"),
+    [
+        (_foreach.clip_by_norm_, ops.ClipByNorm(max_norm=1.0)),
+        (_foreach.clip_by_value_, ops.ClipByValue(max_value=1.0)),
+    ],
+    ids=["clip_by_norm", "clip_by_value"],
+)
+def test_local_paths_hand_nonfinite_to_core(path, clipper, bad_value):
     grads = nonfinite_grads(bad_value)
     clipped = clone_all(grads)
 
-    assert _foreach.clip_by_norm_(clipped, ops.ClipByNorm(max_norm=1.0)) is None
+    assert path(clipped, clipper) is None
     assert_same_values(clipped, grads)
