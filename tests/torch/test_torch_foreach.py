@@ -623,7 +623,7 @@ def test_clip_by_norm_matches_core(grads, norm_type, max_norm_fraction):
     assert bool(info.finite)
 
 
-def test_clip_by_norm_scales_each_tensor_on_its_own():
+def test_clip_by_norm_per_tensor():
     grads = [torch.tensor([6.0, 8.0]), torch.full((2 * _foreach.SHORT,), 0.001), torch.zeros(3)]
     params = [_param(grad) for grad in grads]
 
