@@ -15,9 +15,9 @@ Before every timed call the gradients are restored from a pristine copy
 see the same machine load. The table gives median times and the ratio
 optstrat / framework of those medians. Beside them are two memory-bandwidth
 floors, measured in the same run with torch on flat float32 buffers of the
-same size. The read floor is one pass (``a.sum()``), the least a norm costs.
+same size. The read floor is one pass (``a.sum()``), the minimum cost of a norm.
 The 3-pass floor is ``torch.add(a, b, out=a)`` (read, read, write in place),
-the least a clipped update costs. The "norm only" column times the
+the minimum cost of a clipped update. The "norm only" column times the
 framework's own norm of the same gradients without any clipping (torch's
 ``_foreach_norm`` that ``clip_grad_norm_`` takes, and a jitted sum of squares
 for JAX), in the same loop: an implementation that skips the multiply with
