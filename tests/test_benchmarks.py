@@ -65,3 +65,7 @@ def test_model_shapes_add_up():
     assert sum(math.prod(shape) for shape in resnet) == 25_557_032
     assert resnet[0] == (64, 3, 7, 7)
     assert resnet[-2:] == [(1000, 2048), (1000,)]
+    mlp = clip.mlp_shapes()
+    assert len(mlp) == 12
+    assert sum(math.prod(shape) for shape in mlp) == 24_960
+    assert clip.EXPECTED["mlp-64x6"] == (12, 24_960)

@@ -132,8 +132,8 @@ def clip_by_global_norm_(
     """
     groups = _group_by_device_and_dtype(grads)
     if sync_free is None:
-        sync_free = any(device.type != "cpu" for device, _ in groups)
-    result_dtype = torch.float64 if any(dtype == torch.float64 for _, dtype in groups) else torch.float32
+        sync_free = not _all_on_cpu(groups)
+    result_dtype = _result_dtype(groups)
     first_device = grads[0].device
     count = sum(grad.numel() for grad in grads)
 
@@ -179,8 +179,8 @@ def clip_by_limit_(
     state_array = clipper.check_state(state)
     groups = _group_by_device_and_dtype(grads)
     if sync_free is None:
-        sync_free = any(device.type != "cpu" for device, _ in groups)
-    result_dtype = torch.float64 if any(dtype == torch.float64 for _, dtype in groups) else torch.float32
+        sync_free = not _all_on_cpu(groups)
+    result_dtype = _result_dtype(groups)
     first_device = grads[0].device
 
     total = _total_norm(groups, 2.0, first_device, sync_free)
@@ -217,9 +217,9 @@ def clip_by_value_(grads: list[torch.Tensor], clipper: ClipByValue) -> ClipInfo 
     and for norms the float32 kernels cannot be trusted with.
     """
     groups = _group_by_device_and_dtype(grads)
-    if any(device.type != "cpu" for device, _ in groups):
+    if not _all_on_cpu(groups):
         return None
-    result_dtype = torch.float64 if any(dtype == torch.float64 for _, dtype in groups) else torch.float32
+    result_dtype = _result_dtype(groups)
     first_device = grads[0].device
     l2_norm = _total_norm(groups, 2.0, first_device, sync_free=False)
     largest = _total_norm(groups, math.inf, first_device, sync_free=False)
@@ -230,7 +230,8 @@ def clip_by_value_(grads: list[torch.Tensor], clipper: ClipByValue) -> ClipInfo 
     xp = _xp.array_namespace(largest)
     scale = factor_to_limit(xp, largest, as_threshold(xp, clipper.max_value, largest))
     if bool(scale < 1):
-        for (_, dtype), tensors in groups.items():
+        for tensors in groups.values():
+            # The bound is max_value rounded to the group's dtype, as in the core.
             bound = float(as_threshold(xp, clipper.max_value, tensors[0]))
             for tensor in tensors:
                 tensor.clamp_(min=-bound, max=bound)
@@ -249,9 +250,9 @@ def clip_by_norm_(grads: list[torch.Tensor], clipper: ClipByNorm) -> ClipInfo | 
     and for norms the float32 kernels cannot be trusted with.
     """
     groups = _group_by_device_and_dtype(grads)
-    if any(device.type != "cpu" for device, _ in groups):
+    if not _all_on_cpu(groups):
         return None
-    result_dtype = torch.float64 if any(dtype == torch.float64 for _, dtype in groups) else torch.float32
+    result_dtype = _result_dtype(groups)
     present = [grad for grad in grads if grad.numel() > 0]
     norms = [torch.linalg.vector_norm(_cpu_partial_norms([grad], clipper.norm_type), clipper.norm_type) for grad in present]
     if clipper.norm_type == 2.0:
@@ -307,6 +308,15 @@ def _group_by_device_and_dtype(grads: list[torch.Tensor]) -> Groups:
     for grad in grads:
         groups[(grad.device, grad.dtype)].append(grad)
     return dict(groups)
+
+
+def _result_dtype(groups: Groups) -> torch.dtype:
+    """Return the dtype of the reported norm: float64 when any gradient is float64, else float32 (as the core)."""
+    return torch.float64 if any(dtype == torch.float64 for _, dtype in groups) else torch.float32
+
+
+def _all_on_cpu(groups: Groups) -> bool:
+    return all(device.type == "cpu" for device, _ in groups)
 
 
 def _total_norm(groups: Groups, norm_type: float, first_device: torch.device, sync_free: bool) -> torch.Tensor:
